@@ -1,0 +1,3 @@
+"""Root conftest: servegate's fixtures and options are plugins living in fixtures/."""
+
+pytest_plugins = ["fixtures.options", "fixtures.deploy", "fixtures.report"]

@@ -1,0 +1,137 @@
+"""Node transports: every node is a testinfra host, so local, SSH and docker nodes run the same code.
+
+`run()` never raises: it returns rc/stdout/stderr/command. `check()` raises a NodeError naming the node.
+An unreachable node is a different error (`NodeUnreachable`) from a command that failed on it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+
+import testinfra
+
+from servegate.cluster import Node
+from servegate.errors import Location, NodeError
+
+
+class NodeUnreachable(NodeError):
+    """The node could not be contacted at all."""
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    command: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def quote(argv: list[str]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+class NodeHost:
+    """One node, reached through its testinfra backend."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self._host = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def testinfra_host(self):
+        if self._host is None:
+            self._host = testinfra.get_host(self.node.host)
+        return self._host
+
+    def run(self, command: str, timeout: float | None = None) -> Result:
+        """Run a shell command on the node; never raises for a non-zero exit."""
+        wrapped = command if timeout is None else f"timeout {int(timeout)} bash -c {shlex.quote(command)}"
+        try:
+            out = self.testinfra_host.run(wrapped)
+        except Exception as exc:  # noqa: BLE001 - testinfra backends raise anything on transport failure
+            raise NodeUnreachable(f"cannot run a command: {type(exc).__name__}: {exc}",
+                                  where=Location(node=self.name),
+                                  fix=f"check that {self.node.host} is reachable") from None
+        return Result(out.rc, out.stdout, out.stderr, command)
+
+    def check(self, command: str, what: str, timeout: float | None = None) -> Result:
+        result = self.run(command, timeout=timeout)
+        if not result.ok:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-10:]
+            raise NodeError(f"{what} failed (exit {result.rc}): {' | '.join(tail)}",
+                            where=Location(node=self.name), fix=f"command was: {command}")
+        return result
+
+    def ping(self) -> float:
+        """Round-trip one trivial command; raise NodeUnreachable if the node does not answer."""
+        started = time.monotonic()
+        result = self.run("echo servegate-ping")
+        if "servegate-ping" not in result.stdout:
+            raise NodeUnreachable(f"node did not answer (rc {result.rc}: {result.stderr.strip()[:200]})",
+                                  where=Location(node=self.name), fix=f"check that {self.node.host} is up")
+        return time.monotonic() - started
+
+    def home_path(self, path: str) -> str:
+        if path.startswith("~/"):
+            home = self.run("printf %s \"$HOME\"").stdout.strip() or "/root"
+            return home + path[1:]
+        return path
+
+    def read_text(self, path: str, max_bytes: int | None = None) -> str:
+        command = f"cat {shlex.quote(path)}" if max_bytes is None else f"tail -c {max_bytes} {shlex.quote(path)}"
+        return self.run(command).stdout
+
+    def write_text(self, path: str, text: str, mode: str = "600") -> None:
+        heredoc = f"umask 077; mkdir -p $(dirname {shlex.quote(path)}); cat > {shlex.quote(path)} <<'SERVEGATE_EOF'\n" \
+                  f"{text}\nSERVEGATE_EOF\nchmod {mode} {shlex.quote(path)}"
+        self.check(heredoc, f"writing {path}")
+
+    def spawn(self, argv: list[str], *, env_file: str, log_path: str, cwd: str | None = None) -> int:
+        """Start a detached process group running argv with the env file sourced; return its pid (= pgid)."""
+        inner = "set -a; . {env}; set +a; {cd}exec {cmd}".format(
+            env=shlex.quote(env_file), cd=f"cd {shlex.quote(cwd)} && " if cwd else "", cmd=quote(argv))
+        command = (f"mkdir -p $(dirname {shlex.quote(log_path)}); "
+                   f"setsid bash -c {shlex.quote(inner)} > {shlex.quote(log_path)} 2>&1 < /dev/null & echo $!")
+        result = self.check(command, "starting a process")
+        return int(result.stdout.strip().splitlines()[-1])
+
+    def alive(self, pid: int) -> bool:
+        state = self.run(f"ps -o stat= -p {int(pid)}").stdout.strip()
+        return bool(state) and not state.startswith("Z")
+
+    def group_alive(self, pgid: int) -> bool:
+        return bool(self.run(f"ps -o pid= -g {int(pgid)}").stdout.strip())
+
+    def kill_group(self, pgid: int, grace_s: float = 15.0) -> bool:
+        """SIGTERM the process group, wait up to grace_s, then SIGKILL. True if the group is gone."""
+        self.run(f"kill -TERM -- -{int(pgid)} 2>/dev/null")
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not self.group_alive(pgid):
+                return True
+            time.sleep(0.25)
+        self.run(f"kill -KILL -- -{int(pgid)} 2>/dev/null")
+        time.sleep(0.5)
+        return not self.group_alive(pgid)
+
+    def port_open(self, ip: str, port: int) -> bool:
+        probe = f"exec 3<>/dev/tcp/{ip}/{int(port)}"
+        return self.run(f"timeout 2 bash -c {shlex.quote(probe)}").ok
+
+    def processes_with_env(self, key: str, value: str | None = None) -> list[int]:
+        """PIDs whose environment holds key (=value): how servegate finds what a run left behind."""
+        needle = f"{key}={value}" if value is not None else f"{key}="
+        script = ("for d in /proc/[0-9]*; do tr '\\0' '\\n' < $d/environ 2>/dev/null | "
+                  f"grep -q ^{shlex.quote(needle)} && echo ${{d#/proc/}}; done; true")
+        out = self.run(script).stdout
+        return [int(p) for p in out.split() if p.isdigit()]

@@ -1,0 +1,61 @@
+"""Wait strategies: ordered probes, each polled against a deadline, that say which step failed and why.
+
+A probe returns (done, last_status). The runner stops early when `still_running()` says the process died,
+so "exited unexpectedly" and "failed to start in time" are told apart, both with the log tail.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from servegate.errors import ServerExited, WaitTimeout
+
+Probe = Callable[[], tuple[bool, str]]
+
+
+@dataclass
+class Step:
+    name: str
+    probe: Probe
+    timeout_s: float
+    poll_s: float = 1.0
+
+
+@dataclass
+class StepTiming:
+    name: str
+    seconds: float
+    status: str
+
+
+def run_steps(steps: list[Step], *, still_running: Callable[[], bool], log_tail: Callable[[], str],
+              on_step: Callable[[str], None] = lambda _: None, deadline: float | None = None) -> list[StepTiming]:
+    """Run each step in order; raise ServerExited or WaitTimeout naming step i/n, wait, last status, log tail."""
+    timings: list[StepTiming] = []
+    for index, step in enumerate(steps, start=1):
+        on_step(step.name)
+        started = time.monotonic()
+        step_deadline = started + step.timeout_s
+        if deadline is not None:
+            step_deadline = min(step_deadline, deadline)
+        status = "not polled yet"
+        while True:
+            try:
+                done, status = step.probe()
+            except Exception as exc:  # noqa: BLE001 - a probe failing is a status, reported below
+                done, status = False, f"{type(exc).__name__}: {exc}"
+            if done:
+                timings.append(StepTiming(step.name, time.monotonic() - started, status))
+                break
+            if not still_running():
+                raise ServerExited(f"step {index}/{len(steps)}: the server exited unexpectedly while waiting for "
+                                   f"{step.name} (after {time.monotonic() - started:.0f} s); last status: {status}\n"
+                                   f"--- server log tail ---\n{log_tail()}")
+            if time.monotonic() >= step_deadline:
+                raise WaitTimeout(f"step {index}/{len(steps)}: {step.name} did not succeed after "
+                                  f"{time.monotonic() - started:.0f} s; last status: {status}\n"
+                                  f"--- server log tail ---\n{log_tail()}")
+            time.sleep(step.poll_s)
+    return timings

@@ -1,0 +1,104 @@
+"""servegate sessions. `nox -l` is the menu; heavy sessions are not in the default set.
+
+    nox -s deploy-local        deploy the embedded default recipes on this machine and validate them
+    nox -s deploy-<alias>      deploy one aliased recipe (deploy-ultra, deploy-super, ...) on its cluster
+    nox -s tests               the project's own tests (unit, fixtures, end-to-end on the CPU)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+ALIAS_LINE = re.compile(r"^alias:\s*['\"]?([A-Za-z0-9_.-]+)", re.MULTILINE)
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+PYTHON = False if os.environ.get("SERVEGATE_NOX_PYTHON") == "current" else None
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", f"{ROOT}[test,plot]")
+
+
+def _deploy_impl(session: nox.Session, recipes: list[Path], cluster: str | None = None) -> None:
+    _install(session)
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    args = ["pytest", "scenarios", "-p", "no:cacheprovider"]
+    for recipe in recipes:
+        args += ["--sg-recipe", str(recipe)]
+    if cluster:
+        args += ["--sg-cluster", cluster]
+    try:
+        session.run(*args, *session.posargs)
+    finally:
+        session.run("servegate", "summary", "--since", started, silent=False)
+
+
+@nox.session(name="deploy-local", python=PYTHON)
+def deploy_local(session: nox.Session) -> None:
+    """Deploy every recipes/local-*.yaml with real vLLM on this CPU, validate, tear down, print verdicts."""
+    _deploy_impl(session, find_recipes(ROOT / "recipes", "local-*.yaml"))
+
+
+def find_recipes(folder: Path, pattern: str = "*.yaml") -> list[Path]:
+    return sorted(p for p in folder.glob(pattern) if p.is_file())
+
+
+def _aliased_recipes() -> dict[str, Path]:
+    """alias -> recipe, read with a regex: nox's own interpreter may lack PyYAML (the session venv has it)."""
+    aliases = {}
+    for path in find_recipes(ROOT / "recipes"):
+        match = ALIAS_LINE.search(path.read_text(encoding="utf-8"))
+        if match and match.group(1) != "local":
+            aliases[match.group(1)] = path
+    return aliases
+
+
+def _make_deploy_session(alias: str, path: Path) -> None:
+    def session_func(session: nox.Session) -> None:
+        _deploy_impl(session, [path])
+
+    session_func.__doc__ = f"Deploy and validate {path.name} on its cluster (alias '{alias}')."
+    nox.session(name=f"deploy-{alias}", python=PYTHON)(session_func)
+
+
+for _alias, _path in _aliased_recipes().items():
+    _make_deploy_session(_alias, _path)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The project's own tests: lib unit tests, fixture tests, and the end-to-end local deploy."""
+    _install(session)
+    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
+    session.run("pytest", "scenarios", "-p", "no:cacheprovider")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff over lib, fixtures, scenarios and tests."""
+    session.install("ruff")
+    session.run("ruff", "check", "lib", "fixtures", "scenarios", "tests", "noxfile.py", "conftest.py")
+
+
+@nox.session(python=PYTHON)
+def plan(session: nox.Session) -> None:
+    """Dry run: print every step for a recipe (nox -s plan -- RECIPE [--cluster C])."""
+    if not session.posargs:
+        session.error("Usage: nox -s plan -- RECIPE [--cluster FILE] [--set key=value]")
+    _install(session)
+    session.run("servegate", "plan", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def clean(session: nox.Session) -> None:
+    """Kill anything a crashed servegate run left behind (processes, containers, Ray)."""
+    _install(session)
+    session.run("servegate", "clean", *session.posargs)
