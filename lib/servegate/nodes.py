@@ -110,17 +110,20 @@ class NodeHost:
         return bool(state) and not state.startswith("Z")
 
     def group_alive(self, pgid: int) -> bool:
-        return bool(self.run(f"ps -o pid= -g {int(pgid)}").stdout.strip())
+        """True while any non-zombie process is left in the process group."""
+        table = self.run("ps -e -o pgid=,stat=").stdout
+        return any(fields[0] == str(int(pgid)) and not fields[1].startswith("Z")
+                   for fields in (line.split() for line in table.splitlines()) if len(fields) >= 2)
 
     def kill_group(self, pgid: int, grace_s: float = 15.0) -> bool:
         """SIGTERM the process group, wait up to grace_s, then SIGKILL. True if the group is gone."""
-        self.run(f"kill -TERM -- -{int(pgid)} 2>/dev/null")
+        self.run(f"kill -TERM -{int(pgid)} 2>/dev/null")
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             if not self.group_alive(pgid):
                 return True
             time.sleep(0.25)
-        self.run(f"kill -KILL -- -{int(pgid)} 2>/dev/null")
+        self.run(f"kill -KILL -{int(pgid)} 2>/dev/null")
         time.sleep(0.5)
         return not self.group_alive(pgid)
 
