@@ -95,12 +95,16 @@ def test_doubled_braces_left_after_rendering(flag):
 
 
 def test_python_dict_instead_of_json():
-    finding = only(findings_for("""vllm serve /m --speculative-config "{'method': 'ngram'}" """), codes.BAD_JSON)
+    finding = only(
+        findings_for("""vllm serve /m --speculative-config "{'method': 'ngram'}" """), codes.BAD_JSON
+    )
     assert "double-quoted" in finding.fix
 
 
 def test_unknown_speculative_method_suggests_the_close_one():
-    command = """vllm serve /m --speculative-config '{"method": "nemotron_mtp", "num_speculative_tokens": 1}'"""
+    command = (
+        """vllm serve /m --speculative-config '{"method": "nemotron_mtp", "num_speculative_tokens": 1}'"""
+    )
     finding = only(findings_for(command), codes.UNREGISTERED)
     assert "nemotron_h_mtp" in finding.fix
 
@@ -112,13 +116,22 @@ def test_duplicate_flag_with_different_values_is_an_error():
 
 
 def test_duplicate_flag_with_the_same_value_is_a_warning():
-    assert only(findings_for("vllm serve /m --dtype half --dtype=half"), codes.DUPLICATE).severity == "warning"
+    assert (
+        only(findings_for("vllm serve /m --dtype half --dtype=half"), codes.DUPLICATE).severity == "warning"
+    )
 
 
 def test_dotted_json_key_replaces_a_whole_json_flag():
     command = """vllm serve /m --speculative-config '{"method": "ngram"}' --speculative-config.num_speculative_tokens 3"""
     assert only(findings_for(command), codes.DUPLICATE).severity == "error"
-    assert findings_for("vllm serve /m -sc.method ngram --speculative-config.num_speculative_tokens 3") == []
+    merged = "vllm serve /m --speculative-config.method ngram --speculative_config.num_speculative_tokens 3"
+    assert findings_for(merged) == []
+
+
+def test_dotted_keys_under_two_spellings_do_not_merge():
+    """vLLM groups dotted keys by the flag as written: `-sc.a` and `--speculative-config.b` stay apart."""
+    command = "vllm serve /m -sc.method ngram --speculative-config.num_speculative_tokens 3"
+    assert only(findings_for(command), codes.DUPLICATE).severity == "error"
 
 
 def test_clean_command_passes():
@@ -129,8 +142,8 @@ def test_clean_command_passes():
         "-O3 --moe-backend Flashinfer-Cutlass --mamba-backend flashinfer --mamba-ssm-cache-dtype float16 "
         "--attention-backend CPU_ATTN --kv-cache-dtype fp8 --hf-overrides '{\"max_position_embeddings\": 4096}' "
         '--speculative-config \'{"method": "ngram", "num_speculative_tokens": 3}\' '
-        "--kv-transfer-config '{\"kv_connector\": \"X\", \"kv_buffer_size\": 1g}' "
-        "--compilation-config '{\"pass_config\": {\"fuse_allreduce_rms\": false}}' --hf-token"
+        '--kv-transfer-config \'{"kv_connector": "X", "kv_buffer_size": 1g}\' '
+        '--compilation-config \'{"pass_config": {"fuse_allreduce_rms": false}}\' --hf-token'
     )
     assert findings_for(command, env={"VLLM_CPU_KVCACHE_SPACE": "4"}) == []
 
@@ -146,11 +159,12 @@ def test_recipe_v1_command_rendered_once_is_clean_apart_from_the_mod_flag():
         "--enable-auto-tool-choice --reasoning-parser nemotron_v3 --tool-call-parser qwen3_coder "
         "--mamba-ssm-cache-dtype float16 --mamba-backend flashinfer --enable-mamba-cache-stochastic-rounding "
         "--mamba-cache-philox-rounds 5 --moe-backend flashinfer_cutlass "
-        "--speculative-config '{{\"method\": \"nemotron_h_mtp\", \"num_speculative_tokens\": 3}}' "
-        "--compilation-config '{{\"pass_config\": {{\"fuse_allreduce_rms\": false}}}}' "
+        '--speculative-config \'{{"method": "nemotron_h_mtp", "num_speculative_tokens": 3}}\' '
+        '--compilation-config \'{{"pass_config": {{"fuse_allreduce_rms": false}}}}\' '
         "--distributed-timeout-seconds 3600"
     )
-    defaults = dict(host="0.0.0.0", port=8000, tensor_parallel=4, gpu_memory_utilization_gb=108, max_model_len=262144)
+    defaults = {"host": "0.0.0.0", "port": 8000, "tensor_parallel": 4, "gpu_memory_utilization_gb": 108}
+    defaults["max_model_len"] = 262144
     env = {"VLLM_FLASHINFER_ALLREDUCE_BACKEND": "trtllm", "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "0"}
     rendered = template.format(**defaults)
     finding = only(check_command(shlex.split(rendered), env, MANIFEST, source="ultra"), codes.UNKNOWN_FLAG)

@@ -1,0 +1,99 @@
+"""End-to-end runs of the scenario suite in a child pytest: secrets, failures and interrupts, for real.
+
+Each test launches real vLLM on the CPU through the same fixtures a user runs, then inspects the results
+folder and the process table. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from servegate.cluster import load_cluster
+from servegate.nodes import NodeHost
+from servegate.server import RUN_ID_VAR
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL_RECIPE = ROOT / "recipes" / "local-hybrid.yaml"
+pytestmark = pytest.mark.slow
+
+
+def child_pytest(results: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-q",
+            "--sg-results", str(results), *args]
+    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def only_run(results: Path) -> Path:
+    runs = [p for p in results.iterdir() if (p / "run.json").is_file()]
+    assert len(runs) == 1, f"expected one run folder in {results}, found {runs}"
+    return runs[0]
+
+
+def leftover_processes(run_dir: Path) -> list[int]:
+    run_id = json.loads((run_dir / "run.json").read_text()).get("launch", {}).get("run_id")
+    assert run_id, f"{run_dir}/run.json records no launch"
+    return NodeHost(load_cluster().head).processes_with_env(RUN_ID_VAR, run_id)
+
+
+def test_secrets_never_reach_results(tmp_path):
+    fake_token, fake_key = "hf_FAKEtoken1234567890abcdef", "sk-servegate-fake-key-0987654321"
+    child = child_pytest(tmp_path, "--sg-recipe", str(LOCAL_RECIPE), "-k", "serve",
+                         env={"HF_TOKEN": fake_token, "VLLM_API_KEY": fake_key})
+    output, _ = child.communicate(timeout=900)
+    assert child.returncode == 0, output[-4000:]
+    run = only_run(tmp_path)
+    assert (run / "logs" / "local-serve.log").stat().st_size > 0
+    for path in run.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert fake_token not in text, f"HF_TOKEN leaked into {path}"
+            assert fake_key not in text, f"VLLM_API_KEY leaked into {path}"
+    assert fake_token not in output and fake_key not in output
+    assert leftover_processes(run) == []
+
+
+def test_failed_start_reports_exit_keeps_logs_and_leaves_nothing(tmp_path):
+    broken = tmp_path / "local-broken.yaml"
+    broken.write_text(LOCAL_RECIPE.read_text().replace("name: local-hybrid", "name: local-broken")
+                      .replace("--seed 0", "--seed 0 --max-model-len 999999"))
+    child = child_pytest(tmp_path / "results", "--sg-recipe", str(broken), "-k", "readiness")
+    output, _ = child.communicate(timeout=900)
+    assert child.returncode == 1, output[-3000:]
+    assert "exited unexpectedly" in output, output[-3000:]
+    run = only_run(tmp_path / "results")
+    data = json.loads((run / "run.json").read_text())
+    assert data["verdict"] == "failed"
+    assert "999999" in (run / "logs" / "local-serve.log").read_text()
+    assert (run / "junit.xml").read_text().count("<error") + (run / "junit.xml").read_text().count("<failure") >= 1
+    assert leftover_processes(run) == []
+
+
+def test_interrupted_run_tears_down_and_records_it(tmp_path):
+    child = child_pytest(tmp_path, "--sg-recipe", str(LOCAL_RECIPE), "-k", "serve", start_new_session=True)
+    deadline = time.monotonic() + 600
+    run = None
+    while time.monotonic() < deadline:
+        logs = list(tmp_path.glob("*/progress.log"))
+        if logs and "readiness" in logs[0].read_text():
+            run = logs[0].parent
+            break
+        assert child.poll() is None, child.stdout.read()[-3000:]
+        time.sleep(0.5)
+    assert run is not None, "the child run never reached readiness"
+    assert leftover_processes(run), "the server should be running before the interrupt"
+    child.send_signal(signal.SIGINT)
+    output, _ = child.communicate(timeout=120)
+    assert child.returncode != 0
+    assert leftover_processes(run) == [], textwrap.shorten(output, 2000)
+    assert json.loads((run / "run.json").read_text())["verdict"] == "interrupted"
+    assert (run / "logs" / "local-serve.log").is_file()
