@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -64,12 +65,21 @@ class Stack:
                                           "nodes": [vars(n) | {"env": sorted(n.env)} for n in self.cluster.nodes]})
 
     @contextmanager
-    def phase(self, name: str, node: str | None = None) -> Iterator[None]:
+    def phase(self, name: str, node: str | None = None, heartbeat_s: float = 30.0) -> Iterator[None]:
+        """Time a phase into run.json; print a heartbeat line while it runs so long work shows progress."""
         started = time.monotonic()
         self.progress(name, "start", node=node)
+        done = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(heartbeat_s):
+                self.progress(name, f"still running ({time.monotonic() - started:.0f}s)", node=node)
+
+        threading.Thread(target=heartbeat, daemon=True, name=f"heartbeat-{name}").start()
         try:
             yield
         finally:
+            done.set()
             elapsed = time.monotonic() - started
             self.progress(name, f"done in {elapsed:.1f}s", node=node)
             if self.run:
