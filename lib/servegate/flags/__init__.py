@@ -1,0 +1,20 @@
+"""What a given vLLM accepts on `vllm serve`, and whether a recipe's rendered command fits it.
+
+extract.py (standalone, runs where vLLM lives) -> manifest.py (store, find, cache by version)
+-> check.py (findings for one command) / diff.py (changes between versions) -> cli.py.
+The submodules are the API; this package re-exports the few names most callers need.
+"""
+
+from servegate.flags.check import Finding, check_command
+from servegate.flags.manifest import ManifestError, dump, dump_via, find_manifest, load, save
+
+__all__ = [
+    "Finding",
+    "ManifestError",
+    "check_command",
+    "dump",
+    "dump_via",
+    "find_manifest",
+    "load",
+    "save",
+]

