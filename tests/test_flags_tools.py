@@ -69,9 +69,8 @@ def test_extract_failures_are_located_errors():
         manifest.run_extract([sys.executable, "-c", "pass"])
 
 
-@pytest.mark.skipif(not VLLM_PYTHON, reason="set SERVEGATE_VLLM_PYTHON to a Python with vLLM (takes ~15 s)")
-def test_live_extraction_matches_the_stored_manifest(tmp_path):
-    fresh = manifest.cached_dump(VLLM_PYTHON, tmp_path)
+def test_live_extraction_matches_the_stored_manifest(tmp_path, vllm_python):
+    fresh = manifest.cached_dump(VLLM_PYTHON or vllm_python, tmp_path)
     stored = manifest.find_manifest(fresh["vllm"]["version"])
     assert diff.diff(manifest.load(stored), fresh).is_empty()
 
