@@ -1,0 +1,36 @@
+"""`python -m servegate.models SPEC OUT_DIR`: generate (or confirm up to date) one model folder.
+
+Run it with the vLLM venv's python and PYTHONPATH=<repo>/lib; prints the folder and its spec hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from servegate.errors import ServegateError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m servegate.models", description=__doc__.splitlines()[0])
+    parser.add_argument("spec", help="model spec file, e.g. recipes/models/tiny-scripted.yaml")
+    parser.add_argument("out_dir", help="folder to write (replaced atomically when out of date)")
+    args = parser.parse_args(argv)
+    from servegate.models import load_spec
+    from servegate.models.build import generate, read_stamp
+
+    try:
+        folder = generate(load_spec(args.spec), args.out_dir)
+    except ServegateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"error: {exc.name} is not importable by {sys.executable}; run this with the vLLM "
+              "venv's python (it has numpy and tokenizers)", file=sys.stderr)
+        return 2
+    print(f"{folder} {read_stamp(folder)['spec_hash']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
