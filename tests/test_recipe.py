@@ -89,6 +89,34 @@ def test_solo_render_forces_tp1_and_drops_ray_backend_like_upstream(tmp_path):
     assert rendered.notes
 
 
+def test_solo_ray_cluster_keeps_the_ray_backend_with_a_head(tmp_path):
+    recipe = load_recipe(write(tmp_path, UPSTREAM_STYLE))
+    cluster = load_cluster(write(tmp_path, """\
+        solo_ray: true
+        nodes:
+          - {name: gpu0, role: head, host: "local://", fabric_ip: 127.0.0.1, gpus: 1}
+        """, "cluster.yaml"))
+    rendered = render(recipe, cluster)
+    assert rendered.mode == "ray"
+    assert rendered.serve_argv[-2:] == ["--distributed-executor-backend", "ray"]
+    assert rendered.serve_argv[rendered.serve_argv.index("-tp") + 1] == "1"
+    roles = [(launch.node.name, launch.role) for launch in rendered.launches]
+    assert roles == [("gpu0", "ray-head"), ("gpu0", "serve")]
+    assert rendered.launches[0].argv[-3:] == ["--num-gpus", "1", "--block"]
+    no_ray = load_recipe(write(tmp_path, UPSTREAM_STYLE.replace(" \\\n    --distributed-executor-backend ray", "")))
+    assert render(no_ray, cluster).mode == "solo"
+
+
+def test_solo_ray_must_be_a_boolean(tmp_path):
+    from servegate.errors import ClusterError
+    with pytest.raises(ClusterError, match="solo_ray must be true or false"):
+        load_cluster(write(tmp_path, """\
+            solo_ray: "yes"
+            nodes:
+              - {name: a, role: head, host: "local://"}
+            """, "cluster.yaml"))
+
+
 def test_multinode_without_ray_gets_nnodes_and_headless(tmp_path):
     recipe = load_recipe(write(tmp_path, UPSTREAM_STYLE.replace(" \\\n    --distributed-executor-backend ray", "")))
     cluster = load_cluster(write(tmp_path, """\

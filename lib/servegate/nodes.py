@@ -6,7 +6,9 @@ An unreachable node is a different error (`NodeUnreachable`) from a command that
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -18,6 +20,9 @@ from servegate.errors import Location, NodeError
 
 class NodeUnreachable(NodeError):
     """The node could not be contacted at all."""
+
+
+DOCKER_GONE = re.compile(r"No such container|is not running")
 
 
 @dataclass
@@ -62,7 +67,19 @@ class NodeHost:
             raise NodeUnreachable(f"cannot run a command: {type(exc).__name__}: {exc}",
                                   where=Location(node=self.name),
                                   fix=f"check that {self.node.host} is reachable") from None
+        if out.rc != 0 and self.node.host.startswith("docker://") and DOCKER_GONE.search(out.stderr or ""):
+            self._raise_if_container_down()
         return Result(out.rc, out.stdout, out.stderr, command)
+
+    def _raise_if_container_down(self) -> None:
+        """testinfra's docker backend reports a stopped or missing node container as a failed command."""
+        name = self.node.host.removeprefix("docker://").rpartition("@")[2]
+        state = subprocess.run(["docker", "container", "inspect", "--format", "{{.State.Status}}", name],
+                               capture_output=True, text=True)
+        if state.returncode != 0 or state.stdout.strip() != "running":
+            seen = state.stdout.strip() or "absent"
+            raise NodeUnreachable(f"node container {name} is {seen}", where=Location(node=self.name),
+                                  fix=f"start it (servegate sim up CLUSTER) or check {self.node.host}")
 
     def check(self, command: str, what: str, timeout: float | None = None) -> Result:
         result = self.run(command, timeout=timeout)

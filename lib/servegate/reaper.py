@@ -1,13 +1,18 @@
-"""Reap what a crashed or killed run left: processes carrying SERVEGATE_RUN_ID, on every node of a cluster."""
+"""Reap what a crashed or killed run left, on every node of a cluster: processes carrying SERVEGATE_RUN_ID,
+containers labelled org.servegate.run (with the Ray and vLLM inside them), and on this machine the
+simulated nodes and fabric networks labelled org.servegate.sim. Removal is by exact name, never a prune.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
 
 from servegate.cluster import Cluster
-from servegate.nodes import NodeHost
+from servegate.containers import OWNER_LABEL, RUN_LABEL, remove_container
+from servegate.nodes import NodeHost, NodeUnreachable
 from servegate.server import OWNER_VAR, RUN_ID_VAR
 
 
@@ -50,4 +55,65 @@ def reap(cluster: Cluster, only_stale: bool = False) -> list[str]:
         for pgid, run_id in groups.items():
             gone = host.kill_group(pgid, grace_s=10)
             report.append(f"{node.name}: run {run_id} process group {pgid} {'killed' if gone else 'SURVIVED'}")
+        report += reap_containers(host, only_stale)
+    if any(node.host.startswith("local://") for node in cluster.nodes):
+        report += reap_simulations(only_stale)
     return report or ["nothing to clean"]
+
+
+def _labelled(host: NodeHost, kind: str, label: str) -> list[tuple[str, dict]]:
+    """(name, labels) of every container or network on the node that carries the label."""
+    fmt = "{{.Name}}\t{{json .Labels}}" if kind == "network" else "{{.Names}}\t{{json .Labels}}"
+    listing = "docker network ls" if kind == "network" else "docker ps -a"
+    out = host.run(f"{listing} --filter label={shlex.quote(label)} --format {shlex.quote(fmt)} 2>/dev/null")
+    rows = []
+    for line in out.stdout.splitlines():
+        name, _, labels = line.partition("\t")
+        try:
+            rows.append((name, json.loads(labels) or {}))
+        except ValueError:
+            labels_map = dict(item.split("=", 1) for item in labels.split(",") if "=" in item)
+            rows.append((name, labels_map))
+    return rows
+
+
+def reap_containers(host: NodeHost, only_stale: bool = False) -> list[str]:
+    """Remove containers a servegate run labelled on this node (stale ones only, if asked)."""
+    try:
+        if not host.run("command -v docker >/dev/null").ok:
+            return []
+        rows = _labelled(host, "container", RUN_LABEL)
+    except NodeUnreachable:
+        return [f"{host.name}: unreachable, containers not checked"]
+    report = []
+    for name, labels in rows:
+        if only_stale and _owner_alive(labels.get(OWNER_LABEL)):
+            continue
+        gone = remove_container(host, name)
+        report.append(f"{host.name}: run {labels.get(RUN_LABEL, '?')} container {name} "
+                      f"{'removed' if gone else 'SURVIVED'}")
+    return report
+
+
+def reap_simulations(only_stale: bool = False) -> list[str]:
+    """Remove simulated nodes (their engines, Ray and vLLM go with them) and fabric networks here."""
+    from servegate.sim.cluster import OWNER_LABEL as SIM_OWNER
+    from servegate.sim.cluster import SIM_LABEL
+    host = NodeHost(_local_node())
+    if not host.run("command -v docker >/dev/null && docker info >/dev/null 2>&1").ok:
+        return []
+    report = []
+    for name, labels in _labelled(host, "container", SIM_LABEL):
+        if only_stale and _owner_alive(labels.get(SIM_OWNER)):
+            continue
+        gone = remove_container(host, name)
+        report.append(f"simulated node {name} ({labels.get(SIM_LABEL)}) {'removed' if gone else 'SURVIVED'}")
+    for name, labels in _labelled(host, "network", SIM_LABEL):
+        if host.run(f"docker network rm {shlex.quote(name)} >/dev/null 2>&1").ok:
+            report.append(f"fabric network {name} ({labels.get(SIM_LABEL)}) removed")
+    return report
+
+
+def _local_node():
+    from servegate.cluster import Node
+    return Node(name="this-machine", role="head", host="local://", fabric_ip="127.0.0.1")

@@ -3,6 +3,7 @@
 Follows upstream run-recipe semantics: solo mode forces tensor_parallel=1 (unless overridden) and drops
 `--distributed-executor-backend`; a multi-node recipe that names the Ray backend gets Ray head/workers;
 any other multi-node recipe gets vLLM's own `--nnodes/--node-rank/--master-addr` (workers `--headless`).
+One servegate addition: a one-node cluster with `solo_ray: true` keeps the Ray backend and gets a Ray head.
 """
 
 from __future__ import annotations
@@ -91,11 +92,13 @@ def render(recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = 
     text = recipe.render_command(overrides, builtins=builtins)
     uses_ray = bool(RAY_BACKEND.search(text))
     notes: list[str] = []
-    if solo and uses_ray:
+    if solo and uses_ray and not cluster.solo_ray:
         text = RAY_BACKEND.sub("", text)
         notes.append("solo mode: --distributed-executor-backend removed, as upstream run-recipe does")
+    elif solo and uses_ray:
+        notes.append(f"cluster {cluster.name} sets solo_ray: Ray backend kept, one Ray head on the node")
     argv = command_argv(text) + list(extra_args or [])
-    mode = "solo" if solo else ("ray" if uses_ray else "multinode")
+    mode = "ray" if uses_ray and (not solo or cluster.solo_ray) else ("solo" if solo else "multinode")
     launches = _launches(recipe, cluster, argv, mode)
     return Rendered(recipe, cluster, values, text, argv, mode, launches, notes)
 
@@ -116,13 +119,13 @@ def _launches(recipe: Recipe, cluster: Cluster, argv: list[str], mode: str) -> l
         return [NodeLaunch(head, "serve", argv, node_env(recipe, head))]
     if mode == "ray":
         address = f"{head.fabric_ip}:{cluster.ray_port}"
-        launches = [NodeLaunch(head, "ray-head", ["ray", "start", "--head", "--node-ip-address", head.fabric_ip,
-                                                 "--port", str(cluster.ray_port), "--block"],
-                               node_env(recipe, head))]
+        head_argv = ["ray", "start", "--head", "--node-ip-address", head.fabric_ip,
+                     "--port", str(cluster.ray_port), *_ray_gpus(head), "--block"]
+        launches = [NodeLaunch(head, "ray-head", head_argv, node_env(recipe, head))]
         for worker in cluster.workers:
-            launches.append(NodeLaunch(worker, "ray-worker",
-                                       ["ray", "start", "--address", address, "--node-ip-address",
-                                        worker.fabric_ip, "--block"], node_env(recipe, worker)))
+            worker_argv = ["ray", "start", "--address", address, "--node-ip-address", worker.fabric_ip,
+                           *_ray_gpus(worker), "--block"]
+            launches.append(NodeLaunch(worker, "ray-worker", worker_argv, node_env(recipe, worker)))
         launches.append(NodeLaunch(head, "serve", argv, node_env(recipe, head)))
         return launches
     launches = []
@@ -133,3 +136,8 @@ def _launches(recipe: Recipe, cluster: Cluster, argv: list[str], mode: str) -> l
         launches.append(NodeLaunch(node, role, argv + extra + (["--headless"] if rank else []),
                                    node_env(recipe, node)))
     return launches
+
+
+def _ray_gpus(node: Node) -> list[str]:
+    """The cluster file's GPU count, given to Ray rather than left to its autodetection."""
+    return ["--num-gpus", str(node.gpus)] if node.gpus else []

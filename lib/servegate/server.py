@@ -49,8 +49,66 @@ class Launched:
     exited_rc: int | None = None
 
 
+class OpenAIClient:
+    """The client half of a served model, shared by Deployment (servegate launched it) and Endpoint (it was
+    already running). Subclasses provide `base_url`, `model`, `headers()` and a `timings` dict."""
+
+    timings: dict[str, float]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get(self, path: str, timeout: float = 10) -> requests.Response:
+        return requests.get(self.url(path), headers=self.headers(), timeout=timeout)
+
+    def chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> dict:
+        body = {"model": self.model, "messages": messages, **params}
+        response = requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
+                                 timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def stream_chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> Iterator[dict]:
+        """Yield each streamed chunk (parsed JSON) until [DONE]."""
+        body = {"model": self.model, "messages": messages, "stream": True, **params}
+        with requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(), timeout=timeout,
+                           stream=True) as response:
+            response.raise_for_status()
+            for raw in response.iter_lines(decode_unicode=True):
+                if not raw or not raw.startswith("data:"):
+                    continue
+                payload = raw[len("data:"):].strip()
+                if payload == "[DONE]":
+                    return
+                yield json.loads(payload)
+
+    def metrics(self) -> dict[str, float]:
+        return parse_prometheus(self.get("/metrics").text)
+
+    # ---- readiness probes (each returns (done, last status)) ----------------------------------------
+    def _probe_health(self) -> tuple[bool, str]:
+        response = self.get("/health", timeout=5)
+        return response.status_code == 200, f"HTTP {response.status_code}"
+
+    def _probe_models(self) -> tuple[bool, str]:
+        response = self.get("/v1/models", timeout=5)
+        if response.status_code != 200:
+            return False, f"HTTP {response.status_code}"
+        names = [m.get("id") for m in response.json().get("data", [])]
+        return self.model in names, f"listed {names}"
+
+    def _probe_first_token(self) -> tuple[bool, str]:
+        started = time.monotonic()
+        messages = [{"role": "user", "content": "Say hello."}]
+        for chunk in self.stream_chat(messages, max_tokens=8, temperature=0, timeout=60):
+            if any(first_text(choice.get("delta") or {}) for choice in chunk.get("choices", [])):
+                self.timings["first_token_latency_s"] = time.monotonic() - started
+                return True, "first token received"
+        return False, "stream ended without a token"
+
+
 @dataclass
-class Deployment:
+class Deployment(OpenAIClient):
     """A rendered recipe running on its nodes. Use as a context manager."""
 
     rendered: Rendered
@@ -63,6 +121,7 @@ class Deployment:
     launched: list[Launched] = field(default_factory=list)
     readiness: list[StepTiming] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    label: str = ""  # distinguishes a variant server's log files (e.g. "-nospec") from the main one's
 
     def __hash__(self) -> int:
         return id(self)
@@ -84,10 +143,12 @@ class Deployment:
     def start(self) -> None:
         started = time.monotonic()
         self.run.update("launch", value={"run_id": self.run_id, "mode": self.rendered.mode, "processes": []})
-        for launch in self.rendered.launches:
-            self._spawn(launch)
-            if launch.role == "serve":
-                self.readiness = self.wait_ready()
+        for launch in self.rendered.launches:  # all first: a --headless follower must run before rank 0 is ready
+            launched = self._spawn(launch)
+            if launch.role == "ray-head":  # workers and the Ray executor connect to it: it must answer first
+                self.readiness += self.wait_ray_head(launched)
+        if any(launch.role == "serve" for launch in self.rendered.launches):
+            self.readiness += self.wait_ready()
         self.timings["start_to_first_token_s"] = time.monotonic() - started
         self.run.update("readiness", value=[vars(t) for t in self.readiness])
 
@@ -139,7 +200,8 @@ class Deployment:
         for launched in self.launched:
             host = self.hosts[launched.launch.node.name]
             text = host.read_text(launched.log_path, max_bytes=20_000_000)
-            self.run.write_text(f"logs/{launched.launch.node.name}-{launched.launch.role}.log", text)
+            name = f"logs/{launched.launch.node.name}-{launched.launch.role}{self.label}.log"
+            self.run.write_text(name, text)
 
     # ---- state -----------------------------------------------------------------------------------------
     @property
@@ -171,39 +233,9 @@ class Deployment:
     def model(self) -> str:
         return self.rendered.served_model_name
 
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
     def headers(self) -> dict[str, str]:
         key = self.rendered.api_key
         return {"Authorization": f"Bearer {key}"} if key else {}
-
-    def get(self, path: str, timeout: float = 10) -> requests.Response:
-        return requests.get(self.url(path), headers=self.headers(), timeout=timeout)
-
-    def chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> dict:
-        body = {"model": self.model, "messages": messages, **params}
-        response = requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
-                                 timeout=timeout)
-        response.raise_for_status()
-        return response.json()
-
-    def stream_chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> Iterator[dict]:
-        """Yield each streamed chunk (parsed JSON) until [DONE]."""
-        body = {"model": self.model, "messages": messages, "stream": True, **params}
-        with requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(), timeout=timeout,
-                           stream=True) as response:
-            response.raise_for_status()
-            for raw in response.iter_lines(decode_unicode=True):
-                if not raw or not raw.startswith("data:"):
-                    continue
-                payload = raw[len("data:"):].strip()
-                if payload == "[DONE]":
-                    return
-                yield json.loads(payload)
-
-    def metrics(self) -> dict[str, float]:
-        return parse_prometheus(self.get("/metrics").text)
 
     # ---- readiness -------------------------------------------------------------------------------------
     def wait_ready(self) -> list[StepTiming]:
@@ -218,35 +250,27 @@ class Deployment:
             Step(f"/v1/models lists '{self.model}'", self._probe_models, 60, 1.0),
             Step("a streamed chat completion returns a first token", self._probe_first_token, 120, 2.0),
         ]
-        return run_steps(steps, still_running=lambda: host.alive(server.pid), log_tail=self.log_tail,
+        return run_steps(steps, still_running=self.alive, log_tail=self.log_tail,
                          on_step=lambda name: self.progress("readiness", name, node=server.launch.node.name),
                          deadline=deadline)
+
+    def wait_ray_head(self, head: Launched, timeout_s: float = 120) -> list[StepTiming]:
+        host = self.hosts[head.launch.node.name]
+        address = (head.launch.node.fabric_ip, self.rendered.cluster.ray_port)
+
+        def probe() -> tuple[bool, str]:
+            return host.port_open(*address), f"Ray GCS port {address[0]}:{address[1]}"
+
+        step = Step(f"Ray head answers on {address[0]}:{address[1]}", probe, timeout_s, 1.0)
+        return run_steps([step], still_running=lambda: host.alive(head.pid),
+                         log_tail=lambda: self.log_tail(role="ray-head"),
+                         on_step=lambda name: self.progress("readiness", name, node=host.name))
 
     def _probe_port(self) -> tuple[bool, str]:
         with socket.socket() as sock:
             sock.settimeout(2)
             rc = sock.connect_ex((self.api_host, self.rendered.port))
         return rc == 0, f"connect rc {rc}"
-
-    def _probe_health(self) -> tuple[bool, str]:
-        response = self.get("/health", timeout=5)
-        return response.status_code == 200, f"HTTP {response.status_code}"
-
-    def _probe_models(self) -> tuple[bool, str]:
-        response = self.get("/v1/models", timeout=5)
-        if response.status_code != 200:
-            return False, f"HTTP {response.status_code}"
-        names = [m.get("id") for m in response.json().get("data", [])]
-        return self.model in names, f"listed {names}"
-
-    def _probe_first_token(self) -> tuple[bool, str]:
-        started = time.monotonic()
-        messages = [{"role": "user", "content": "Say hello."}]
-        for chunk in self.stream_chat(messages, max_tokens=8, temperature=0, timeout=60):
-            if any(first_text(choice.get("delta") or {}) for choice in chunk.get("choices", [])):
-                self.timings["first_token_latency_s"] = time.monotonic() - started
-                return True, "first token received"
-        return False, "stream ended without a token"
 
 
 TEXT_FIELDS = ("content", "reasoning", "reasoning_content")

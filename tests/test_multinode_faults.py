@@ -1,0 +1,193 @@
+"""Each multi-node fault, made for real on the simulated cluster, must fail for the right reason, naming the
+node and the cause, and leave nothing behind: the same containers, networks, Ray and vLLM processes as before.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+from multinode_support import (
+    SIM_CLUSTER,
+    bring_up,
+    census,
+    cluster_variant,
+    docker_answers,
+    new_stack,
+    recipe_variant,
+)
+
+from servegate.cluster import load_cluster
+from servegate.envcheck import parity
+from servegate.errors import ServegateError
+from servegate.images import local_image_id, remove_image
+from servegate.mods import ModError
+from servegate.nodes import NodeUnreachable
+from servegate.reaper import reap
+from servegate.runtime import EnvProbeError
+from servegate.sim.cluster import sim_down, sim_spec, sim_up, stop_node
+
+pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
+WORKER = "sim-w1"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """sim-2, up for this module (taken down after it unless it was already up)."""
+    was_running = sim_spec(load_cluster(SIM_CLUSTER)).running() if docker_answers() else False
+    simulation = bring_up()
+    yield simulation
+    if not was_running:
+        sim_down(simulation)
+
+
+@pytest.fixture
+def leaves_nothing(sim):
+    """Census before the test; after it, exactly the same must run on the simulation."""
+    before = census(sim)
+    yield
+    after = census(sim)
+    assert after == before, (
+        f"left behind: {[(k, before[k], after[k]) for k in before if before[k] != after[k]]}"
+    )
+
+
+def named_envs(stack, ray) -> dict[str, dict[str, str]]:
+    names = {node.fabric_ip: node.name for node in stack.cluster.nodes}
+    return {names[ip]: env for ip, env in ray.node_envs().items()}
+
+
+def test_worker_started_without_a_forwarded_var(sim, leaves_nothing, tmp_path):
+    stack = new_stack(tmp_path)
+    try:
+        plans = stack.docker.container_plans()
+        del plans[WORKER].env["GLOO_SOCKET_IFNAME"]  # the worker's container starts without it
+        with pytest.raises(EnvProbeError) as probe:
+            stack.docker.start(plans)
+        text = str(probe.value)
+        assert f"node {WORKER}: GLOO_SOCKET_IFNAME expected 'eth0', seen <missing>" in text, text
+        assert "node sim-head" not in text and "container START" in text
+        # The same fault as a Ray task on each node sees it (what rank 1 would have inherited).
+        report = parity(named_envs(stack, stack.ray()), stack.recipe.env, ["VLLM_HOST_IP"])
+        assert len(report.missing) == 1, report.as_dict()
+        assert report.missing[0].startswith(f"GLOO_SOCKET_IFNAME is missing on node(s) {WORKER} "), (
+            report.missing
+        )
+        assert not report.unequal
+    finally:
+        assert stack.close() == []
+
+
+def test_var_with_a_different_value_on_one_node(sim, leaves_nothing, tmp_path):
+    cluster = cluster_variant(tmp_path, {WORKER: {"VLLM_CPU_KVCACHE_SPACE": "2"}})
+    stack = new_stack(tmp_path, cluster=cluster)
+    try:
+        stack.docker.start()  # the probe passes: each container holds what it was started with
+        report = parity(named_envs(stack, stack.ray()), stack.recipe.env, ["VLLM_HOST_IP"])
+        assert report.unequal == [
+            "VLLM_CPU_KVCACHE_SPACE differs across nodes (VLLM_CPU_KVCACHE_SPACE: sim-head='1', sim-w1='2'); "
+            "list it in expect.per_node_env only if it may legitimately differ (interface names)"
+        ], report.as_dict()
+        assert not report.missing
+        allowed = parity(
+            named_envs(stack, stack.ray()), stack.recipe.env, ["VLLM_HOST_IP", "VLLM_CPU_KVCACHE_SPACE"]
+        )
+        assert not allowed.problems and any(
+            a.startswith("VLLM_CPU_KVCACHE_SPACE") for a in allowed.allowed_differences
+        )
+    finally:
+        assert stack.close() == []
+
+
+def test_image_without_ray(sim, leaves_nothing, tmp_path):
+    recipe = recipe_variant(tmp_path, "local-sim-no-ray", container="servegate-no-ray:0.32.0")
+    stack = new_stack(tmp_path, recipe)
+    try:
+        report = stack.docker.image()
+        for node in ("sim-head", WORKER):
+            assert any(
+                p.startswith(
+                    f"node {node}: `import ray` fails in image servegate-no-ray:0.32.0: ModuleNotFoundError"
+                )
+                for p in report.problems
+            ), report.problems
+            assert (
+                f"node {node}: no `ray` executable on PATH in image servegate-no-ray:0.32.0"
+                in report.problems
+            )
+        assert not any("vllm" in p or "torch" in p for p in report.problems), report.problems
+        with pytest.raises(ServegateError, match="not usable, containers not started"):
+            stack.docker.start()
+    finally:
+        assert stack.close() == []
+        for host in stack.hosts.values():
+            assert remove_image(host, "servegate-no-ray:0.32.0")
+        if local_image_id("servegate-no-ray:0.32.0"):
+            subprocess.run(["docker", "rmi", "servegate-no-ray:0.32.0"], capture_output=True)
+
+
+def test_mod_hunk_that_no_longer_applies(sim, leaves_nothing, tmp_path):
+    recipe = recipe_variant(
+        tmp_path, "local-sim-stale-mod", mods=["mods/vllm-cpu-console-script", "mods/test-stale-hunk"]
+    )
+    stack = new_stack(tmp_path, recipe)
+    try:
+        with pytest.raises(ModError) as info:
+            stack.apply_mods()
+        text = str(info.value)
+        assert info.value.mod == "test-stale-hunk" and info.value.node in ("sim-head", WORKER), text
+        assert "patch 0001-stale-context.patch does not apply" in text, text
+        assert "vllm/entrypoints/cli/serve.py hunk at line 170" in text, text
+    finally:
+        assert stack.close() == []
+
+
+def test_worker_node_down(sim, leaves_nothing, tmp_path):
+    worker = next(n for n in sim.nodes if n.name == WORKER)
+    stop_node(worker)
+    stack = new_stack(tmp_path)
+    try:
+        with pytest.raises(NodeUnreachable) as info:
+            stack.environments()
+        text = str(info.value)
+        assert f"node '{WORKER}'" in text and f"node container {worker.container} is exited" in text, text
+    finally:
+        assert stack.close() == []
+        sim_up(sim)
+
+
+def test_weights_differing_on_one_node(sim, leaves_nothing, tmp_path):
+    stack = new_stack(tmp_path)
+    path = None
+    try:
+        path = stack.model_path()  # generated on the head, given to the worker
+        assert not stack.weights()["problems"]
+        target = shlex.quote(f"{path}/model.safetensors")
+        stack.hosts[WORKER].check(
+            f"printf Z | dd of={target} bs=1 seek=4096 conv=notrunc status=none", "corrupting one byte"
+        )
+        problems = stack.weights()["problems"]
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(
+            f"node {WORKER}: model folder {path} differs from node sim-head's: "
+            "model.safetensors content differs"
+        ), problems
+        with pytest.raises(ServegateError, match="not identical on every node, not launching"):
+            stack.deployment()
+    finally:
+        assert stack.close() == []
+        if path:
+            stack.hosts[WORKER].run(f"rm -rf {shlex.quote(path)}")
+
+
+def test_crashed_run_is_reaped_by_label(sim, leaves_nothing, tmp_path):
+    """A run that died without teardown: `servegate clean` finds its containers (with Ray inside) by label."""
+    stack = new_stack(tmp_path)
+    stack.ray()  # containers + Ray up, then the stack is dropped without close(), as a SIGKILL would
+    names = sorted(plan.name for plan in stack.docker.plans.values())
+    assert reap(stack.cluster, only_stale=True) == ["nothing to clean"]  # its owner (this process) is alive
+    report = reap(stack.cluster)
+    removed = sorted(line.split(" container ")[1].split()[0] for line in report if " container " in line)
+    assert removed == names, report
+    assert all(line.endswith(("removed", "killed")) for line in report), report
