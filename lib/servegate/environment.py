@@ -80,7 +80,8 @@ def provision(host: NodeHost, requirements: list[str], log=print) -> HostEnviron
     result = _pip_install(host, python, requirements, [])
     if not result.ok and _needs_torch_index(result.stdout):
         log("torch CPU build not found in the configured indexes; adding the PyTorch CPU index")
-        result = _pip_install(host, python, requirements, ["--extra-index-url", TORCH_CPU_INDEX])
+        result = _pip_install(host, python, requirements,
+                              ["--extra-index-url", TORCH_CPU_INDEX, "--retries", "0", "--timeout", "20"])
     if not result.ok:
         tail = " | ".join(result.stdout.strip().splitlines()[-8:])
         raise NodeError(f"pip install {' '.join(requirements)} failed: {tail}",
