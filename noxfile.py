@@ -43,8 +43,9 @@ def _deploy_impl(session: nox.Session, recipes: list[Path], cluster: str | None 
 
 @nox.session(name="deploy-local", python=PYTHON)
 def deploy_local(session: nox.Session) -> None:
-    """Deploy every recipes/local-*.yaml with real vLLM on this CPU, validate, tear down, print verdicts."""
-    _deploy_impl(session, find_recipes(ROOT / "recipes", "local-*.yaml"))
+    """Deploy every single-machine recipes/local-*.yaml with real vLLM on this CPU, validate, tear down."""
+    single_machine = [p for p in find_recipes(ROOT / "recipes", "local-*.yaml") if p.stem != "local-sim"]
+    _deploy_impl(session, single_machine)
 
 
 def find_recipes(folder: Path, pattern: str = "*.yaml") -> list[Path]:

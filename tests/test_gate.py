@@ -88,7 +88,7 @@ def test_gate_without_deploy_checks_pins_env_flags_and_mods(tmp_path):
     [gate_dir] = tmp_path.glob("*-gate")
     suite = ET.parse(gate_dir / "junit.xml").getroot()
     steps = [case.get("classname") for case in suite.findall("testcase")]
-    assert steps == ["gate.image_pins", "gate.environment", "gate.flags", "gate.mods"], steps
+    assert steps == ["gate.image_pins", "gate.recipe", "gate.environment", "gate.flags", "gate.mods"], steps
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = (gate_dir / "summary.md").read_text()
     assert "image gate: PASSED" in summary and "vllm 0.32.0" in summary and "ray 2.60.0" in summary

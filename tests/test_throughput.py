@@ -107,6 +107,17 @@ def test_aiperf_trace_replays_every_line_by_default(tmp_path):
     assert "--no-gpu-telemetry" not in argv
 
 
+def test_shared_prompts_reach_both_tools(tmp_path):
+    target = Target("http://127.0.0.1:1", "tiny", "/models/tiny", lambda: True)
+    wl = workload(prompts=tmp_path, osl=16)
+    a = aiperf.command("aiperf", wl, 1, target, tmp_path, gpus=0)
+    v = vllm_bench.command("python", wl, 1, target, tmp_path)
+    assert a[a.index("--input-file") + 1] == str(tmp_path / "aiperf.jsonl") and "single_turn" in a
+    assert a[a.index("--output-tokens-mean") + 1] == "16" and "--synthetic-input-tokens-mean" not in a
+    assert v[v.index("--dataset-path") + 1] == str(tmp_path / "vllm.jsonl") and "--skip-chat-template" in v
+    assert v[v.index("--custom-output-len") + 1] == "16" and "--random-input-len" not in v
+
+
 # ---- workloads from recipes ------------------------------------------------------------------------------
 def recipe_with(tmp_path: Path, throughput: str, extra: str = "") -> Path:
     text = (REPO / "recipes" / "local-hybrid.yaml").read_text()
@@ -119,7 +130,7 @@ def recipe_with(tmp_path: Path, throughput: str, extra: str = "") -> Path:
 def test_local_recipe_workload_is_small():
     [chat] = workloads(load_recipe(REPO / "recipes" / "local-hybrid.yaml"))
     assert chat.tool == "aiperf" and chat.concurrency == [1, 2, 4] and chat.request_count <= 12
-    assert chat.thresholds["max_errors"] == 0 and chat.thresholds["min_output_tps"] > 0
+    assert chat.thresholds["max_errors"] == 0 and chat.thresholds["min_output_tps"] > 0 and chat.osl <= 32
 
 
 @pytest.mark.parametrize(
@@ -246,6 +257,17 @@ def test_baseline_refuses_to_overwrite_and_needs_a_passing_level(tmp_path):
     assert baseline.write(run, out, force=True) == out
     with pytest.raises(ServegateError, match="servegate baseline RUN"):
         baseline.load(tmp_path / "absent.json")
+
+
+def test_null_tolerance_leaves_a_metric_out(tmp_path):
+    ref = baseline.load(baseline.write(recorded_run(tmp_path, 10.0, 200.0, "a"), tmp_path / "base.json"))
+    deltas = baseline.compare(
+        store.load(recorded_run(tmp_path, 1.0, 200.0, "b")),
+        ref,
+        overrides={"output_tps": None, "output_tps_per_user_p50": None},
+    )
+    assert {d.metric for d in deltas}.isdisjoint({"output_tps", "output_tps_per_user_p50"})
+    assert "ttft_ms_p50" in {d.metric for d in deltas}
 
 
 def test_unknown_tolerance_metric_is_rejected():

@@ -11,8 +11,11 @@ hash and never printed.
 from __future__ import annotations
 
 import hashlib
+import json
+import shlex
 from dataclasses import dataclass, field
 
+from servegate.containers import ContainerHost
 from servegate.nodes import NodeHost
 from servegate.results import SECRET_NAME
 
@@ -30,9 +33,16 @@ def shown(name: str, value: str | None) -> str:
 
 
 def read_env(host: NodeHost) -> dict[str, str]:
-    """The environment a fresh process gets on the host (for a ContainerHost: the container's start env)."""
-    out = host.check("env -0", "reading the environment").stdout
-    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    """The environment a fresh process gets on the host; for a container, the env it was started with
+    (`docker inspect` .Config.Env: what every process in it inherits, read without entering it)."""
+    if isinstance(host, ContainerHost):
+        fmt = shlex.quote("{{json .Config.Env}}")
+        out = host.outer.check(f"docker inspect --format {fmt} {shlex.quote(host.container)}",
+                               f"reading the start env of container {host.container}").stdout
+        items = json.loads(out)
+    else:
+        items = host.check("env -0", "reading the environment").stdout.split("\0")
+    return dict(item.split("=", 1) for item in items if "=" in item)
 
 
 @dataclass

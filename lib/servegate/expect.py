@@ -67,27 +67,27 @@ MEMORY = {
 }
 
 WORKLOAD = {
-    "name": Field(str, None, "workload name, used in results and messages (default: isl<I>-osl<O> or the trace)"),
+    "name": Field(str, None, "workload name in results and messages (default: isl<I>-osl<O> or the trace)"),
     "tool": Field(str, "aiperf", "load generator: aiperf or vllm-bench (docs/load-generation.md)"),
     "isl": Field(int, 128, "input sequence length (random prompts)"),
     "osl": Field(int, 64, "output sequence length"),
-    "trace": Field(str, None, "mooncake trace file (relative to the recipe) to replay instead of random prompts"),
-    "trace_block_size": Field(int, None, "tokens per trace hash_id block (aiperf --prompt-input-tokens-block-size)"),
+    "trace": Field(str, None, "mooncake trace (jsonl, relative to the recipe) replayed instead of prompts"),
+    "trace_block_size": Field(int, None, "tokens per trace hash_id (--prompt-input-tokens-block-size)"),
     "concurrency": Field((int, list), 1, "concurrency, or a list for a sweep"),
-    "requests": Field(int, None, "request count per concurrency level (default 32; a trace replays every line)"),
+    "requests": Field(int, None, "requests per concurrency level (default 32; a trace replays every line)"),
     "ignore_eos": Field(bool, True, "keep generating to exactly osl tokens"),
-    "extra_inputs": Field(dict, {}, "extra request body keys, e.g. {chat_template_kwargs: {enable_thinking: false}}"),
+    "extra_inputs": Field(dict, {}, "extra request body keys, e.g. {chat_template_kwargs: {...}}"),
     "seed": Field(int, 42, "random seed of the prompts"),
     "timeout_s": Field(NUMBER, 900, "seconds one concurrency level may run before it is stopped and failed"),
     "min_output_tps_per_user_p50": Field(NUMBER, None, "output tok/s per user, p50"),
     "min_output_tps": Field(NUMBER, None, "system output tok/s"),
-    "min_output_tps_per_gpu": Field(NUMBER, None, "system output tok/s / (expect.gpus_per_node x expect.nodes)"),
+    "min_output_tps_per_gpu": Field(NUMBER, None, "system output tok/s / (gpus_per_node x nodes)"),
     "max_ttft_ms_p50": Field(NUMBER, None, "time to first token, p50"),
     "max_ttft_ms_p99": Field(NUMBER, None, "time to first token, p99"),
     "max_itl_ms_p50": Field(NUMBER, None, "inter-token latency, p50"),
-    "max_errors": Field(int, 0, "failed requests allowed per concurrency level (errors are kept as evidence)"),
-    "fail_on_regression": Field(bool, False, "fail when worse than results/baselines/<recipe>.json beyond tolerance"),
-    "tolerance_pct": Field(dict, {}, "per-metric regression tolerance in %, e.g. {output_tps: 10, ttft_ms_p50: 25}"),
+    "max_errors": Field(int, 0, "failed requests allowed per level (errors are kept as evidence)"),
+    "fail_on_regression": Field(bool, False, "fail when worse than results/baselines/<recipe>.json"),
+    "tolerance_pct": Field(dict, {}, "regression tolerance in % per metric ({output_tps: 10}); null: skip"),
 }
 
 SCHEMA: dict[str, Field] = {

@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,6 +126,9 @@ class Gate:
         except ServegateError as exc:
             check.outcome, check.message = "failed", str(exc).splitlines()[0][:300]
             check.detail = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a gate records every failure as a failed step and goes on
+            check.outcome, check.message = "failed", f"{type(exc).__name__}: {exc}"[:300]
+            check.detail = traceback.format_exc()
         finally:
             check.seconds = time.monotonic() - started
             self.checks.append(check)
@@ -146,7 +150,11 @@ class Gate:
             self.checks.append(Check("environment", "all recipes", "skipped", "image is not pinned"))
         else:
             for path in self.config.recipes:
-                self.gate_recipe(load_recipe(path))
+                with self.step("recipe", str(path)) as check:
+                    recipe = load_recipe(path)
+                    check.message = f"{recipe.name}: {recipe.description}"
+                if check.outcome == "passed":
+                    self.gate_recipe(recipe)
         verdict = "passed" if all(c.outcome != "failed" for c in self.checks) else "failed"
         self.write_outputs(verdict)
         self.run.finish(verdict)
@@ -212,22 +220,7 @@ class Gate:
                     if p == recipe.path or _uses_family(p, family)
                 }
             )
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "servegate",
-                    "flags",
-                    "check",
-                    "--manifest",
-                    str(manifest),
-                    *map(str, paths),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                env=_lib_env(),
-            )
+            out = _servegate("flags", "check", "--manifest", str(manifest), *map(str, paths), timeout=600)
             check.detail = out.stdout + out.stderr
             self.run.write_text(f"flags-{recipe.name}.txt", check.detail)
             summary = [
@@ -244,26 +237,10 @@ class Gate:
         version = env.versions.get("vllm")
         try:
             return manifest.find_manifest(version)
-        except ServegateError:
-            pass
+        except manifest.ManifestError:
+            pass  # none stored for this version: extract it from the new environment
         target = self.run.path / f"manifest-vllm-{version}.json"
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "servegate",
-                "flags",
-                "dump",
-                "--python",
-                env.python,
-                "--out",
-                str(target),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=_lib_env(),
-        )
+        out = _servegate("flags", "dump", "--python", env.python, "--out", str(target), timeout=900)
         if out.returncode != 0:
             raise ServegateError(
                 f"extracting the flag manifest of vLLM {version} failed: {out.stderr[-400:]}"
@@ -271,53 +248,59 @@ class Gate:
         return target
 
     def deploy_and_measure(self, stack: Stack, recipe: Recipe, image: str):
-        from servegate.throughput.measure import measure
-
+        """Smoke deploy, then the throughput workloads on the same server; the server always goes."""
         label = recipe.name if image == self.config.image else f"{recipe.name} @ {image}"
-        deployment = None
-        with self.step("smoke deploy", label) as check:
-            deployment = stack.deployment()
-            deployment.__enter__()
-            check.message = self.smoke(deployment)
-        if deployment is None or check.outcome == "failed":
+        deployment, verdict = None, "failed"
+        try:
+            with self.step("smoke deploy", label) as check:
+                deployment = stack.deployment()
+                deployment.__enter__()
+                check.message = self.smoke(deployment)
+            if check.outcome == "failed":
+                return None
+            result, verdict = self.throughput_step(stack, recipe, deployment, label)
+            return result
+        finally:
             if deployment is not None:
                 deployment.__exit__(None, None, None)
-            return None
-        passed = False
-        try:
-            with self.step("throughput", label) as check:
-                if not recipe.expect.throughput:
-                    check.outcome, check.message = "skipped", "the recipe has no expect.throughput workloads"
-                    return None
-                result = measure(
-                    stack.recipe,
-                    deployment,
-                    stack.run,
-                    hosts=stack.hosts,
-                    tokenizer=deployment.rendered.model_arg,
-                    log=lambda message: self.progress("throughput", message),
-                )
-                check.message = f"{len(result.workloads)} workload(s), results in {stack.run.path}/throughput"
-                if result.violations:
-                    check.outcome = "failed"
-                    check.detail = "\n".join(str(v) for v in result.violations)
-                    check.message = (
-                        f"{len(result.violations)} threshold(s) missed; first: {result.violations[0]}"
-                    )
-                passed = not result.violations
-                return result
-        finally:
-            deployment.__exit__(None, None, None)
-            stack.run.finish("passed" if passed else "failed")
+            stack.run.finish(verdict)
+
+    def throughput_step(self, stack: Stack, recipe: Recipe, deployment, label: str):
+        from servegate.throughput.measure import measure
+
+        with self.step("throughput", label) as check:
+            if not recipe.expect.throughput:
+                check.outcome, check.message = "skipped", "the recipe has no expect.throughput workloads"
+                return None, "passed"
+            result = measure(
+                stack.recipe,
+                deployment,
+                stack.run,
+                hosts=stack.hosts,
+                tokenizer=deployment.rendered.model_arg,
+                log=lambda message: self.progress("throughput", message),
+            )
+            check.message = f"{len(result.workloads)} workload(s), results in {stack.run.path}/throughput"
+            if result.violations:
+                check.outcome = "failed"
+                check.detail = "\n".join(str(v) for v in result.violations)
+                check.message = f"{len(result.violations)} threshold(s) missed; first: {result.violations[0]}"
+            return result, ("failed" if result.violations else "passed")
+        return None, "failed"  # the step raised; it is recorded as failed
 
     def smoke(self, deployment) -> str:
+        """One chat and one streamed chat must produce text (content, reasoning or a tool call)."""
+        from servegate.server import first_text
+
         messages = [{"role": "user", "content": "Say hello in one short sentence."}]
         reply = deployment.chat(messages, max_tokens=8, temperature=0)
-        text = reply["choices"][0]["message"].get("content") or ""
+        answer = first_text(reply["choices"][0]["message"])
         chunks = list(deployment.stream_chat(messages, max_tokens=8, temperature=0))
-        if not text.strip() or not chunks:
+        streamed = [first_text(c.get("delta") or {}) for chunk in chunks for c in chunk.get("choices", [])]
+        if not answer or not any(streamed):
             raise ServegateError(
-                f"smoke requests got an empty answer: chat {text!r}, {len(chunks)} streamed chunks"
+                f"smoke requests got no text: chat message {reply['choices'][0]['message']!r}, "
+                f"{len(chunks)} streamed chunks without text"
             )
         first = deployment.timings.get("start_to_first_token_s", 0.0)
         return f"ready in {first:.0f} s; chat and streamed chat answered"
@@ -390,6 +373,17 @@ def _uses_family(path: Path, family: str) -> bool:
         return image_family(load_recipe(path).container) == family
     except ServegateError:
         return False
+
+
+def _servegate(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Another servegate verb as a child process (its own CLI is its stable interface)."""
+    return subprocess.run(
+        [sys.executable, "-m", "servegate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_lib_env(),
+    )
 
 
 def _lib_env() -> dict[str, str]:

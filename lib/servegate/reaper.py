@@ -104,7 +104,7 @@ def reap_simulations(only_stale: bool = False) -> list[str]:
         return []
     report = []
     for name, labels in _labelled(host, "container", SIM_LABEL):
-        if only_stale and _owner_alive(labels.get(SIM_OWNER)):
+        if only_stale and (_owner_alive(labels.get(SIM_OWNER)) or _sim_node_in_use(host, name)):
             continue
         gone = remove_container(host, name)
         report.append(f"simulated node {name} ({labels.get(SIM_LABEL)}) {'removed' if gone else 'SURVIVED'}")
@@ -112,6 +112,14 @@ def reap_simulations(only_stale: bool = False) -> list[str]:
         if host.run(f"docker network rm {shlex.quote(name)} >/dev/null 2>&1").ok:
             report.append(f"fabric network {name} ({labels.get(SIM_LABEL)}) removed")
     return report
+
+
+def _sim_node_in_use(host: NodeHost, container: str) -> bool:
+    """A live run's containers inside the simulated node: the node is borrowed, not stale."""
+    fmt = f'{{{{.Label "{OWNER_LABEL}"}}}}'
+    out = host.run(f"docker exec {shlex.quote(container)} docker ps --filter label={RUN_LABEL} "
+                   f"--format {shlex.quote(fmt)} 2>/dev/null").stdout
+    return any(_owner_alive(owner) for owner in out.split())
 
 
 def _local_node():

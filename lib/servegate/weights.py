@@ -19,11 +19,12 @@ from servegate.transport import pipe_between
 
 FULL_HASH_LIMIT = 20 * 2**30
 SAMPLE_BYTES = 64 * 2**20
+ABSENT_RC = 3
 
 # Prints "size<TAB>path" per file, then "hash<TAB>path" per file, relative to the folder.
 MANIFEST_SCRIPT = r"""
 set -euo pipefail
-cd {path}
+cd {path} 2>/dev/null || exit {absent}
 total=$(find . -type f -printf '%s\n' | awk '{{s+=$1}} END {{print s+0}}')
 find . -type f -printf 'size\t%s\t%P\n' | LC_ALL=C sort -t$'\t' -k3
 if [ "$total" -le {limit} ]; then
@@ -61,11 +62,18 @@ class Manifest:
 
 
 def manifest(host: NodeHost, path: str) -> Manifest | None:
-    """The folder's manifest on the node, or None when the folder does not exist there."""
-    if not host.run(f"test -d {shlex.quote(path)}").ok:
+    """The folder's manifest on the node, or None when the folder does not exist there (one round trip)."""
+    script = MANIFEST_SCRIPT.format(path=shlex.quote(path), limit=FULL_HASH_LIMIT, sample=SAMPLE_BYTES,
+                                    absent=ABSENT_RC)
+    result = host.run(script, timeout=3600)
+    if result.rc == ABSENT_RC:
         return None
-    script = MANIFEST_SCRIPT.format(path=shlex.quote(path), limit=FULL_HASH_LIMIT, sample=SAMPLE_BYTES)
-    result = host.check(script, f"hashing the model folder {path}", timeout=3600)
+    if not result.ok:
+        raise NodeError(
+            f"hashing the model folder {path} failed (exit {result.rc}): {result.stderr.strip()[-300:]}",
+            where=Location(node=host.name),
+            fix="check the folder's permissions and disk on the node",
+        )
     found = Manifest(host.name, path)
     for line in result.stdout.splitlines():
         kind, value, name = (line.split("\t", 2) + ["", ""])[:3]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -72,23 +73,35 @@ def setup(count: int, log) -> tuple[object, dict[str, NodeHost], dict[str, NodeH
     return sim, hosts, inside, distribute_s
 
 
-def time_checks(hosts: dict[str, NodeHost], inside: dict[str, NodeHost], repeat: int) -> list[float]:
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of this machine: every simulated node's work runs on these same cores."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def time_checks(
+    hosts: dict[str, NodeHost], inside: dict[str, NodeHost], repeat: int, sequential: bool = False
+) -> tuple[list[float], float]:
+    """Wall time of each round of checks on every node in parallel, and how busy the CPUs were meanwhile."""
     times = []
+    busy0, total0 = cpu_busy()
     for _ in range(repeat):
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        with ThreadPoolExecutor(max_workers=1 if sequential else len(hosts)) as pool:
             list(pool.map(lambda name: node_checks(hosts[name], inside[name]), hosts))
         times.append(time.monotonic() - started)
-    return times
+    busy1, total1 = cpu_busy()
+    return times, (busy1 - busy0) / max(1, total1 - total0)
 
 
-def bench(sizes: list[int], repeat: int, keep: bool, log) -> list[dict]:
+def bench(sizes: list[int], repeat: int, keep: bool, log, sequential: bool = False) -> list[dict]:
     ensure_base_image(log=log)
     rows = []
     for count in sizes:
         sim, hosts, inside, distribute_s = setup(count, log)
         try:
-            times = time_checks(hosts, inside, repeat)
+            times, busy = time_checks(hosts, inside, repeat, sequential)
         finally:
             for name, host in hosts.items():
                 remove_container(host, f"servegate-bench-{name}")
@@ -99,6 +112,8 @@ def bench(sizes: list[int], repeat: int, keep: bool, log) -> list[dict]:
                 "nodes": count,
                 "check_s_median": round(statistics.median(times), 3),
                 "check_s_all": [round(t, 3) for t in times],
+                "cpu_busy": round(busy, 2),
+                "cpus": os.cpu_count(),
                 "image_distribution_s": round(distribute_s, 1),
             }
         )
@@ -117,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave the simulations up (faster reruns)")
     parser.add_argument("--out", help="write the rows as JSON here")
+    parser.add_argument("--sequential", action="store_true", help="one node after another, for comparison")
     args = parser.parse_args(argv)
-    rows = bench(args.nodes, args.repeat, args.keep, log=lambda m: print(f"bench: {m}", file=sys.stderr))
-    print(f"{'nodes':>5} {'checks s':>9} {'x 1 node':>9} {'image to nodes s':>17}")
+    log = lambda m: print(f"bench: {m}", file=sys.stderr)  # noqa: E731
+    rows = bench(args.nodes, args.repeat, args.keep, log, args.sequential)
+    print(f"{'nodes':>5} {'checks s':>9} {'x 1 node':>9} {'CPU busy':>9} {'image to nodes s':>17}")
     for row in rows:
         print(
             f"{row['nodes']:>5} {row['check_s_median']:>9.2f} {row['vs_first']:>9.2f} "
-            f"{row['image_distribution_s']:>17.1f}"
+            f"{row['cpu_busy']:>8.0%} {row['image_distribution_s']:>17.1f}"
         )
     worst = rows[-1]["vs_first"] if rows else 0
     print(

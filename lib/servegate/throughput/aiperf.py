@@ -49,7 +49,15 @@ def command(
     ]
     if workload.request_count is not None:
         argv += ["--request-count", str(workload.request_count)]
-    if workload.trace:
+    if workload.prompts:
+        argv += [
+            "--input-file",
+            str(workload.prompts / "aiperf.jsonl"),
+            "--custom-dataset-type",
+            "single_turn",
+        ]
+        argv += ["--output-tokens-mean", str(workload.osl), "--output-tokens-stddev", "0"]
+    elif workload.trace:
         argv += ["--input-file", str(workload.trace), "--custom-dataset-type", "mooncake_trace"]
         if workload.trace_block_size:
             argv += ["--prompt-input-tokens-block-size", str(workload.trace_block_size)]

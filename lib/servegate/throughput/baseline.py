@@ -95,8 +95,11 @@ class Delta:
         )
 
 
-def tolerances(spec: dict | None = None, overrides: dict[str, float] | None = None) -> dict[str, float]:
-    """Per-metric tolerance: the schema's default, then the workload's tolerance_pct, then the caller's."""
+def tolerances(
+    spec: dict | None = None, overrides: dict[str, float] | None = None
+) -> dict[str, float | None]:
+    """Per-metric tolerance: the schema's default, then the workload's tolerance_pct, then the caller's.
+    None (null in YAML) leaves the metric out of the comparison."""
     out = {key: meta.default_tolerance_pct for key, meta in METRICS.items()}
     for source in ((spec or {}).get("tolerance_pct") or {}, overrides or {}):
         for key, value in source.items():
@@ -104,7 +107,7 @@ def tolerances(spec: dict | None = None, overrides: dict[str, float] | None = No
                 raise ServegateError(
                     f"tolerance for unknown metric '{key}'\n  fix: metrics: {', '.join(METRICS)}"
                 )
-            out[key] = float(value)
+            out[key] = None if value is None else float(value)
     return out
 
 
@@ -123,6 +126,8 @@ def compare(
             if level is None:
                 continue  # this run did not ask for that level (e.g. another sweep)
             for metric, base_value in base_metrics.items():
+                if tol.get(metric) is None:
+                    continue
                 value = level.get(metric) if level["status"] == "ok" or metric == "errors" else None
                 deltas.append(_delta(name, int(conc), metric, base_value, value, tol[metric]))
     return deltas

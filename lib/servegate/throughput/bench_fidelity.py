@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         target = target_for(client, args.tokenizer, args.vllm_python or vllm_python)
         if not target.vllm_python:
             raise ServegateError("no interpreter with vLLM for vllm bench serve\n  fix: pass --vllm-python")
+        prompts = write_prompts(
+            target.vllm_python, target.tokenizer, args.isl, args.requests, run.path / "fidelity" / "prompts"
+        )
         results = {tool: [] for tool in TOOLS}
         for round_index in range(args.rounds):
             for tool in TOOLS:
@@ -70,11 +74,45 @@ def main(argv: list[str] | None = None) -> int:
                     osl=args.osl,
                     concurrency=[args.concurrency],
                     requests=args.requests,
+                    prompts=prompts,
                 )
                 level = run_level(workload, args.concurrency, target, run.path / "fidelity", gpus=0)
                 print(f"round {round_index + 1} {tool:10} {summary_line(level)}", flush=True)
                 results[tool].append(level)
         return report(results, args.within, run.path)
+
+
+PROMPTS_SCRIPT = r"""
+import json, random, sys
+from transformers import AutoTokenizer
+path, isl, count, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+tok = AutoTokenizer.from_pretrained(path)
+rng = random.Random(42)
+special = set(tok.all_special_ids)
+vocab = [i for i in range(len(tok)) if i not in special and tok.decode([i]).strip().isalpha()]
+with open(out + "/aiperf.jsonl", "w") as a, open(out + "/vllm.jsonl", "w") as v:
+    for _ in range(count):
+        text = tok.decode([rng.choice(vocab) for _ in range(isl)])
+        a.write(json.dumps({"text": text}) + "\n")
+        v.write(json.dumps({"prompt": text}) + "\n")
+print(len(tok.encode(text, add_special_tokens=False)))
+"""
+
+
+def write_prompts(python: str, tokenizer: str, isl: int, count: int, folder: Path) -> Path:
+    """The same prompts for both tools: isl random words of the served model's own vocabulary each (the
+    tools' own generators differ: AIPerf draws from a text corpus, vLLM from token ids)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(
+        [python, "-c", PROMPTS_SCRIPT, tokenizer, str(isl), str(count), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if out.returncode != 0:
+        raise ServegateError(f"writing the shared prompts failed: {out.stderr.strip()[-400:]}")
+    print(f"{count} shared prompts of {out.stdout.strip()} tokens in {folder}", flush=True)
+    return folder
 
 
 def _server(args, cleanup: ExitStack):

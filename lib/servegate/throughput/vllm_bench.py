@@ -23,46 +23,13 @@ MAX_ERROR_SAMPLES = 5
 
 
 def command(python: str, workload: Workload, concurrency: int, target: Target, out_dir: Path) -> list[str]:
-    argv = [
-        python,
-        "-m",
-        "vllm.entrypoints.cli.main",
-        "bench",
-        "serve",
-        "--backend",
-        "openai-chat",
-        "--base-url",
-        target.base_url,
-        "--endpoint",
-        "/v1/chat/completions",
-        "--model",
-        target.model,
-        "--tokenizer",
-        target.tokenizer,
-        "--dataset-name",
-        "random",
-        "--random-input-len",
-        str(workload.isl),
-        "--random-output-len",
-        str(workload.osl),
-        "--num-prompts",
-        str(workload.request_count),
-        "--max-concurrency",
-        str(concurrency),
-        "--seed",
-        str(workload.seed),
-        "--percentile-metrics",
-        "ttft,tpot,itl,e2el",
-        "--metric-percentiles",
-        "50,90,99",
-        "--save-result",
-        "--save-detailed",
-        "--result-dir",
-        str(out_dir),
-        "--result-filename",
-        RESULT,
-        "--disable-tqdm",
-    ]
+    argv = [python, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "openai-chat",
+            "--base-url", target.base_url, "--endpoint", "/v1/chat/completions", "--model", target.model,
+            "--tokenizer", target.tokenizer, *_dataset(workload),
+            "--num-prompts", str(workload.request_count), "--max-concurrency", str(concurrency),
+            "--seed", str(workload.seed), "--percentile-metrics", "ttft,tpot,itl,e2el",
+            "--metric-percentiles", "50,90,99", "--save-result", "--save-detailed",
+            "--result-dir", str(out_dir), "--result-filename", RESULT, "--disable-tqdm"]  # fmt: skip
     if workload.ignore_eos:
         argv.append("--ignore-eos")
     if workload.extra_inputs:
@@ -70,6 +37,14 @@ def command(python: str, workload: Workload, concurrency: int, target: Target, o
     if target.api_key:
         argv += ["--header", f"Authorization=Bearer {target.api_key}"]
     return argv
+
+
+def _dataset(workload: Workload) -> list[str]:
+    if workload.prompts:  # the very prompts AIPerf sends (the server applies the chat template to both)
+        return ["--dataset-name", "custom", "--dataset-path", str(workload.prompts / "vllm.jsonl"),
+                "--custom-output-len", str(workload.osl), "--skip-chat-template"]  # fmt: skip
+    return ["--dataset-name", "random", "--random-input-len", str(workload.isl),
+            "--random-output-len", str(workload.osl)]  # fmt: skip
 
 
 def version(python: str) -> str | None:

@@ -29,7 +29,10 @@ class Workload:
     timeout_s: float = 900.0
     thresholds: dict[str, float] = field(default_factory=dict)
     fail_on_regression: bool = False
-    tolerance_pct: dict[str, float] = field(default_factory=dict)
+    tolerance_pct: dict[str, float | None] = field(default_factory=dict)
+    prompts: Path | None = (
+        None  # folder with aiperf.jsonl {text} + vllm.jsonl {prompt}: same prompts, both tools
+    )
 
     @property
     def request_count(self) -> int | None:
@@ -105,7 +108,9 @@ def _workload(recipe: Recipe, index: int, entry: dict, sweep: list[int] | None) 
         timeout_s=float(entry["timeout_s"]),
         thresholds=thresholds,
         fail_on_regression=entry["fail_on_regression"],
-        tolerance_pct={str(k): float(v) for k, v in (entry.get("tolerance_pct") or {}).items()},
+        tolerance_pct={
+            str(k): None if v is None else float(v) for k, v in (entry.get("tolerance_pct") or {}).items()
+        },
     )
 
 
