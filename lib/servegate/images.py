@@ -168,6 +168,7 @@ def build_image(build: ImageBuild, log=print) -> BuildOutcome:
         return BuildOutcome(
             build.tag, local_image_id(build.tag) or "", content, time.monotonic() - started, True
         )
+    previous = local_image_id(build.tag)
     log(f"building image {build.tag} from {build.folder} (content {content}); cached afterwards")
     with tempfile.TemporaryDirectory(prefix="servegate-build-") as tmp:
         context = Path(tmp)
@@ -195,6 +196,9 @@ def build_image(build: ImageBuild, log=print) -> BuildOutcome:
         )
     seconds = time.monotonic() - started
     log(f"image {build.tag} built in {seconds:.0f} s")
+    if previous and previous != local_image_id(build.tag):
+        # the older build lost its tag: remove it by exact ID (refused, harmlessly, while something uses it)
+        subprocess.run(["docker", "rmi", previous], capture_output=True)
     return BuildOutcome(build.tag, local_image_id(build.tag) or "", content, seconds, False)
 
 

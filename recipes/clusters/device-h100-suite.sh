@@ -19,7 +19,7 @@ machine() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv > "$results/machine/gpu.csv"
   { uname -a; nproc; ldd --version | head -1; python3 --version; command -v python3; } > "$results/machine/host.txt" 2>&1
   "$site/bin/python3" -c 'import torch, vllm, ray, triton, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda); print("vllm", vllm.__version__); print("ray", ray.__version__); print("triton", triton.__version__); print("transformers", transformers.__version__)' > "$results/machine/versions.txt" 2>&1
-  python3 -m pip list --format=freeze > "$results/machine/image-pip-freeze.txt" 2>/dev/null
+  env -u PYTHONPATH python3 -m pip list --format=freeze > "$results/machine/image-pip-freeze.txt" 2>/dev/null
 }
 
 machine
