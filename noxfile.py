@@ -2,6 +2,7 @@
 
     nox -s deploy-local        deploy the embedded default recipes on this machine and validate them
     nox -s deploy-<alias>      deploy one aliased recipe (deploy-ultra, deploy-super, ...) on its cluster
+    nox -s deploy-sim          deploy recipes/local-sim.yaml on a simulated 2-node cluster (docker)
     nox -s tests               the project's own tests (unit, fixtures, end-to-end on the CPU)
 """
 
@@ -24,7 +25,8 @@ PYTHON = False if os.environ.get("SERVEGATE_NOX_PYTHON") == "current" else None
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", f"{ROOT}[test,plot]")
+    # pip too: uv-made venvs lack it, and `servegate wheelhouse` resolves with `python -m pip --dry-run --report`
+    session.install("pip", "-e", f"{ROOT}[test,plot]")
 
 
 def _deploy_impl(session: nox.Session, recipes: list[Path], cluster: str | None = None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import yaml
 from servegate.cluster import load_cluster
 from servegate.images import build_image, build_spec
 from servegate.nodes import NodeHost
-from servegate.sim.cluster import SIM_LABEL, SimCluster, sim_spec, sim_up
+from servegate.sim.cluster import SIM_LABEL, SimCluster, sim_down, sim_lock, sim_spec, sim_up
 from servegate.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +35,21 @@ def need_docker() -> None:
         pytest.skip("needs a docker engine: PYTHONPATH=lib python3 -m servegate.sim.engine")
 
 
-def bring_up() -> SimCluster:
-    """sim-2 up (the nodes deploy-sim uses; their image stores persist on volumes) and the image built."""
+@contextmanager
+def simulation() -> Iterator[SimCluster]:
+    """sim-2 up (the nodes deploy-sim uses; their image stores persist on volumes) and the image built, held
+    for this test module alone (sim_lock); taken down afterwards unless it was already up."""
     need_docker()
     sim = sim_spec(load_cluster(SIM_CLUSTER))
-    sim_up(sim)
-    build_image(build_spec(IMAGE))
-    return sim
+    with sim_lock(sim):
+        was_running = sim.running()
+        sim_up(sim)
+        build_image(build_spec(IMAGE))
+        try:
+            yield sim
+        finally:
+            if not was_running:
+                sim_down(sim)
 
 
 def recipe_variant(tmp_path: Path, name: str, **changes) -> Path:

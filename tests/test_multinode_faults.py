@@ -9,16 +9,13 @@ import subprocess
 
 import pytest
 from multinode_support import (
-    SIM_CLUSTER,
-    bring_up,
     census,
     cluster_variant,
-    docker_answers,
     new_stack,
     recipe_variant,
+    simulation,
 )
 
-from servegate.cluster import load_cluster
 from servegate.envcheck import parity
 from servegate.errors import ServegateError
 from servegate.images import local_image_id, remove_image
@@ -26,7 +23,7 @@ from servegate.mods import ModError
 from servegate.nodes import NodeUnreachable
 from servegate.reaper import reap
 from servegate.runtime import EnvProbeError
-from servegate.sim.cluster import sim_down, sim_spec, sim_up, stop_node
+from servegate.sim.cluster import sim_up, stop_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
 WORKER = "sim-w1"
@@ -34,12 +31,9 @@ WORKER = "sim-w1"
 
 @pytest.fixture(scope="module")
 def sim():
-    """sim-2, up for this module (taken down after it unless it was already up)."""
-    was_running = sim_spec(load_cluster(SIM_CLUSTER)).running() if docker_answers() else False
-    simulation = bring_up()
-    yield simulation
-    if not was_running:
-        sim_down(simulation)
+    """sim-2 for this module alone, up with the image built (see multinode_support.simulation)."""
+    with simulation() as running:
+        yield running
 
 
 @pytest.fixture

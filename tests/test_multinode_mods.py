@@ -4,10 +4,7 @@ and absent without the mod. On the simulated cluster, with the real image."""
 from __future__ import annotations
 
 import pytest
-from multinode_support import SIM_CLUSTER, bring_up, docker_answers, new_stack, recipe_variant
-
-from servegate.cluster import load_cluster
-from servegate.sim.cluster import sim_down, sim_spec
+from multinode_support import new_stack, recipe_variant, simulation
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
 PROBE_FLAG = "--servegate-mod-probe"
@@ -15,11 +12,9 @@ PROBE_FLAG = "--servegate-mod-probe"
 
 @pytest.fixture(scope="module")
 def sim():
-    was_running = sim_spec(load_cluster(SIM_CLUSTER)).running() if docker_answers() else False
-    simulation = bring_up()
-    yield simulation
-    if not was_running:
-        sim_down(simulation)
+    """sim-2 for this module alone, up with the image built (see multinode_support.simulation)."""
+    with simulation() as running:
+        yield running
 
 
 def options(manifest: dict) -> set[str]:

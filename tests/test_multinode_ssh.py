@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from multinode_support import SIM_CLUSTER, bring_up, docker_answers
+from multinode_support import SIM_CLUSTER, simulation
 
 from servegate.cluster import Node, load_cluster
 from servegate.containers import ContainerPlan, remove_container, start_container
@@ -17,7 +17,6 @@ from servegate.envcheck import missing_vars
 from servegate.images import local_image_id, node_image_id, remove_image, sync_image
 from servegate.nodes import NodeHost, NodeUnreachable
 from servegate.sim.base import BASE_IMAGE, ensure_base_image
-from servegate.sim.cluster import sim_down, sim_spec
 from servegate.weights import copy_folder, manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
@@ -26,11 +25,9 @@ SSHD_PID = "/run/servegate-test-sshd.pid"
 
 @pytest.fixture(scope="module")
 def sim():
-    was_running = sim_spec(load_cluster(SIM_CLUSTER)).running() if docker_answers() else False
-    simulation = bring_up()
-    yield simulation
-    if not was_running:
-        sim_down(simulation)
+    """sim-2 for this module alone, up with the image built (see multinode_support.simulation)."""
+    with simulation() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

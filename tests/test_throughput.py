@@ -114,8 +114,8 @@ def test_shared_prompts_reach_both_tools(tmp_path):
     v = vllm_bench.command("python", wl, 1, target, tmp_path)
     assert a[a.index("--input-file") + 1] == str(tmp_path / "aiperf.jsonl") and "single_turn" in a
     assert a[a.index("--output-tokens-mean") + 1] == "16" and "--synthetic-input-tokens-mean" not in a
-    assert v[v.index("--dataset-path") + 1] == str(tmp_path / "vllm.jsonl") and "--skip-chat-template" in v
-    assert v[v.index("--custom-output-len") + 1] == "16" and "--random-input-len" not in v
+    assert v[v.index("--dataset-path") + 1] == str(tmp_path / "sharegpt.json") and "sharegpt" in v
+    assert v[v.index("--sharegpt-output-len") + 1] == "16" and "--random-input-len" not in v
 
 
 # ---- workloads from recipes ------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class RayCluster:
     def start(self) -> None:
         began = time.monotonic()
         head = self.cluster.head
+        self._refuse_taken_port(head)
         self._spawn(head)
         self._wait_port(head)
         with ThreadPoolExecutor(max_workers=max(1, len(self.cluster.workers))) as pool:
@@ -132,6 +133,18 @@ class RayCluster:
             f"if pgrep -f {RAY_DAEMONS} >/dev/null; then ray stop --force >/dev/null 2>&1; fi; true",
             timeout=60,
         )
+
+    def _refuse_taken_port(self, head: Node) -> None:
+        """A Ray left by another run (another container on the node, same host network) holds the GCS port:
+        `ray start --head` would die on it. Say so instead (the seeds met this as a stale GCS session)."""
+        host = self.hosts[head.name]
+        if host.port_open(head.fabric_ip, self.cluster.ray_port):
+            raise NodeError(
+                f"the Ray GCS port {self.address} is already taken before this run's head started",
+                where=Location(node=head.name),
+                fix="a Ray from an earlier or concurrent run is still up there: servegate clean --stale "
+                "--cluster CLUSTER, or set ray_port in the cluster file",
+            )
 
     def _wait_port(self, head: Node) -> None:
         """The head's GCS port answers on the fabric IP (cheap to poll; workers can join from then on)."""

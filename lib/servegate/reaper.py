@@ -5,7 +5,6 @@ simulated nodes and fabric networks labelled org.servegate.sim. Removal is by ex
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import socket
@@ -63,17 +62,13 @@ def reap(cluster: Cluster, only_stale: bool = False) -> list[str]:
 
 def _labelled(host: NodeHost, kind: str, label: str) -> list[tuple[str, dict]]:
     """(name, labels) of every container or network on the node that carries the label."""
-    fmt = "{{.Name}}\t{{json .Labels}}" if kind == "network" else "{{.Names}}\t{{json .Labels}}"
     listing = "docker network ls" if kind == "network" else "docker ps -a"
+    fmt = ("{{.Name}}" if kind == "network" else "{{.Names}}") + "\t{{.Labels}}"  # labels: k=v,k=v
     out = host.run(f"{listing} --filter label={shlex.quote(label)} --format {shlex.quote(fmt)} 2>/dev/null")
     rows = []
     for line in out.stdout.splitlines():
         name, _, labels = line.partition("\t")
-        try:
-            rows.append((name, json.loads(labels) or {}))
-        except ValueError:
-            labels_map = dict(item.split("=", 1) for item in labels.split(",") if "=" in item)
-            rows.append((name, labels_map))
+        rows.append((name, dict(item.split("=", 1) for item in labels.split(",") if "=" in item)))
     return rows
 
 

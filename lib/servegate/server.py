@@ -23,6 +23,7 @@ import requests
 from servegate.nodes import NodeHost
 from servegate.render import NodeLaunch, Rendered
 from servegate.results import Progress, RunDir
+from servegate.errors import ServerExited
 from servegate.waits import Step, StepTiming, run_steps
 
 RUN_ID_VAR = "SERVEGATE_RUN_ID"
@@ -143,6 +144,7 @@ class Deployment(OpenAIClient):
     def start(self) -> None:
         started = time.monotonic()
         self.run.update("launch", value={"run_id": self.run_id, "mode": self.rendered.mode, "processes": []})
+        self._refuse_busy_port()
         for launch in self.rendered.launches:  # all first: a --headless follower must run before rank 0 is ready
             launched = self._spawn(launch)
             if launch.role == "ray-head":  # workers and the Ray executor connect to it: it must answer first
@@ -151,6 +153,13 @@ class Deployment(OpenAIClient):
             self.readiness += self.wait_ready()
         self.timings["start_to_first_token_s"] = time.monotonic() - started
         self.run.update("readiness", value=[vars(t) for t in self.readiness])
+
+    def _refuse_busy_port(self) -> None:
+        """Readiness would pass against whatever already listens there: refuse to start instead."""
+        busy, status = self._probe_port()
+        if busy:
+            raise ServerExited(f"port {self.rendered.port} on {self.api_host} is already in use ({status}) before "
+                               f"launch: another server (a leftover run? `servegate clean`) would answer our probes")
 
     def _spawn(self, launch: NodeLaunch) -> Launched:
         host = self.hosts[launch.node.name]

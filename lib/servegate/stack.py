@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -50,7 +50,7 @@ class Stack:
     run_id: str = field(default_factory=new_run_id)  # labels this run's containers, Ray and vLLM processes
     _docker: Any = None  # runtime.DockerRuntime, made on first use by a docker-runtime cluster
     _mods: dict[str, list] | None = None
-    _sim: Any = None  # the simulated cluster this stack brought up (sim/cluster.py), taken down at close
+    _exits: ExitStack | None = None  # a simulated cluster this stack entered (sim/cluster.py)
 
     @classmethod
     def from_files(cls, recipe_path: str | Path, cluster_path: str | Path | None = None,
@@ -64,28 +64,29 @@ class Stack:
 
     # ---- lifecycle: a simulated cluster comes up with the stack; containers, Ray and it go at close ------
     def __enter__(self) -> "Stack":
-        from servegate.sim.cluster import simulated, sim_up
-        sim = simulated(self.cluster)
-        if sim is not None and not sim.running():
-            with self.phase("simulated cluster"):
-                sim_up(sim, log=lambda message: self.progress("simulated cluster", message))
-            self._sim = sim
+        from servegate.sim.cluster import simulated_cluster
+        self._exits = ExitStack()
+        try:
+            log = lambda message: self.progress("simulation", message)  # noqa: E731
+            self._exits.enter_context(simulated_cluster(self.cluster, log=log))
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
     def close(self) -> list[str]:
-        """Stop Ray and remove this run's containers on every node (and a simulation it started)."""
+        """Stop Ray and remove this run's containers on every node, then leave a simulation it entered."""
         survivors = []
         if self._docker is not None:
             with self.phase("runtime teardown"):
                 survivors = self._docker.close()
             self.run.update("teardown", value={"survivors": survivors})
-        if self._sim is not None:
-            from servegate.sim.cluster import sim_down
-            sim_down(self._sim, log=lambda message: self.progress("simulated cluster", message))
-            self._sim = None
+        if self._exits is not None:
+            self._exits.close()
+            self._exits = None
         return survivors
 
     @property

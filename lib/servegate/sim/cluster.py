@@ -9,10 +9,14 @@ label, and the volumes only when asked.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +52,7 @@ NODE_FLAGS = (
 SIM_LABEL = "org.servegate.sim"
 OWNER_LABEL = "org.servegate.sim-owner"  # host:pid of the process that brought the simulation up
 ENGINE_WAIT_S = 90
+LOCK_WAIT_S = 3600
 
 
 @dataclass
@@ -270,6 +275,77 @@ def sim_down(sim: SimCluster, volumes: bool = False, log=print) -> list[str]:
             removed.append(f"network {sim.network}")
     log(f"simulated cluster {sim.name}: removed {', '.join(removed) or 'nothing'}")
     return removed
+
+
+_HELD: dict[str, list[int]] = {}  # lock file -> [fd, depth]: re-entrant within this process
+
+
+@contextmanager
+def sim_lock(sim: SimCluster, wait_s: float = LOCK_WAIT_S, log=print) -> Iterator[None]:
+    """One run at a time per simulated cluster: a second run waits (nodes, census and reaping are shared)."""
+    path = str(
+        Path(os.environ.get("SERVEGATE_CACHE", Path.home() / ".cache" / "servegate")) / f"sim-{sim.name}.lock"
+    )
+    if path in _HELD:
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _acquire(fd, path, sim.name, wait_s, log)
+        os.ftruncate(fd, 0)
+        os.write(fd, owner_tag().encode())
+        _HELD[path] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, path: str, name: str, wait_s: float, log) -> None:
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = Path(path).read_text(errors="replace").strip() or "?"
+            if time.monotonic() > deadline:
+                raise ServegateError(
+                    f"simulated cluster {name} is still in use by {holder} after {wait_s:.0f} s\n"
+                    f"  fix: wait for that run, or stop it (lock {path})"
+                ) from None
+            if not told:
+                log(f"simulated cluster {name} is in use by {holder}; waiting (up to {wait_s:.0f} s)")
+                told = True
+            time.sleep(2)
+
+
+@contextmanager
+def simulated_cluster(cluster: Cluster, log=print) -> Iterator[SimCluster | None]:
+    """For a run on `cluster`: if its file declares a simulation, hold it (sim_lock), bring it up when it is
+    down and take it down afterwards (volumes kept). Yields None for a real cluster."""
+    sim = simulated(cluster)
+    if sim is None:
+        yield None
+        return
+    with sim_lock(sim, log=log):
+        started_here = not sim.running()
+        try:
+            if started_here:
+                sim_up(sim, log=log)
+            yield sim
+        finally:
+            if started_here:
+                sim_down(sim, log=log)
 
 
 def stop_node(node: SimNode) -> None:

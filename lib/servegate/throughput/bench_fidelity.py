@@ -90,12 +90,13 @@ tok = AutoTokenizer.from_pretrained(path)
 rng = random.Random(42)
 special = set(tok.all_special_ids)
 vocab = [i for i in range(len(tok)) if i not in special and tok.decode([i]).strip().isalpha()]
-with open(out + "/aiperf.jsonl", "w") as a, open(out + "/vllm.jsonl", "w") as v:
-    for _ in range(count):
-        text = tok.decode([rng.choice(vocab) for _ in range(isl)])
-        a.write(json.dumps({"text": text}) + "\n")
-        v.write(json.dumps({"prompt": text}) + "\n")
-print(len(tok.encode(text, add_special_tokens=False)))
+texts = [tok.decode([rng.choice(vocab) for _ in range(isl)]) for _ in range(count)]
+with open(out + "/aiperf.jsonl", "w") as a:
+    a.writelines(json.dumps({"text": text}) + "\n" for text in texts)
+pairs = [{"conversations": [{"from": "human", "value": t}, {"from": "gpt", "value": "."}]} for t in texts]
+with open(out + "/sharegpt.json", "w") as v:
+    json.dump(pairs, v)
+print(len(tok.encode(texts[-1], add_special_tokens=False)))
 """
 
 

@@ -40,9 +40,11 @@ def command(python: str, workload: Workload, concurrency: int, target: Target, o
 
 
 def _dataset(workload: Workload) -> list[str]:
-    if workload.prompts:  # the very prompts AIPerf sends (the server applies the chat template to both)
-        return ["--dataset-name", "custom", "--dataset-path", str(workload.prompts / "vllm.jsonl"),
-                "--custom-output-len", str(workload.osl), "--skip-chat-template"]  # fmt: skip
+    if (
+        workload.prompts
+    ):  # the very prompts AIPerf sends, as ShareGPT json (vLLM's `custom` loader needs pandas)
+        return ["--dataset-name", "sharegpt", "--dataset-path", str(workload.prompts / "sharegpt.json"),
+                "--sharegpt-output-len", str(workload.osl)]  # fmt: skip
     return ["--dataset-name", "random", "--random-input-len", str(workload.isl),
             "--random-output-len", str(workload.osl)]  # fmt: skip
 

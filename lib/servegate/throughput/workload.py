@@ -30,9 +30,7 @@ class Workload:
     thresholds: dict[str, float] = field(default_factory=dict)
     fail_on_regression: bool = False
     tolerance_pct: dict[str, float | None] = field(default_factory=dict)
-    prompts: Path | None = (
-        None  # folder with aiperf.jsonl {text} + vllm.jsonl {prompt}: same prompts, both tools
-    )
+    prompts: Path | None = None  # aiperf.jsonl + sharegpt.json: the same prompts, both tools
 
     @property
     def request_count(self) -> int | None:
