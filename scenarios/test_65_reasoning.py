@@ -59,7 +59,8 @@ def test_force_nonempty_content_moves_unfinished_reasoning_to_content(deployment
     cut_short = {"max_tokens": 4}
     plain = ask(deployment, False, **cut_short)
     assert plain.reasoning and not (plain.content or "").strip(), \
-        f"a reply cut after 4 tokens should be all reasoning; got reasoning {plain.reasoning!r}, content {plain.content!r}"
+        (f"a reply cut after 4 tokens should be all reasoning; "
+         f"got reasoning {plain.reasoning!r}, content {plain.content!r}")
     forced = ask(deployment, False, chat_template_kwargs={"force_nonempty_content": True}, **cut_short)
     assert (forced.content or "").strip() == plain.reasoning.strip(), \
         f"parser {parser}: force_nonempty_content should swap the reasoning into content; got {forced}"

@@ -62,6 +62,6 @@ def test_greedy_output_identical_without_speculation(deployment, speculative_run
     port = deployment.rendered.port + 1
     with without_flags(deployment, ["--speculative-config"], port, label="-nospec") as plain:
         reference = greedy_texts(plain, prompts(script, spec_expect["requests"]))
-    mismatches = [i for i, (a, b) in enumerate(zip(texts, reference)) if a != b]
+    mismatches = [i for i, (a, b) in enumerate(zip(texts, reference, strict=True)) if a != b]
     assert not mismatches, (f"greedy output differs with speculation on {len(mismatches)}/{len(texts)} prompts; "
                             f"first: with {texts[mismatches[0]]!r} vs without {reference[mismatches[0]]!r}")

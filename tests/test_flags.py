@@ -122,7 +122,8 @@ def test_duplicate_flag_with_the_same_value_is_a_warning():
 
 
 def test_dotted_json_key_replaces_a_whole_json_flag():
-    command = """vllm serve /m --speculative-config '{"method": "ngram"}' --speculative-config.num_speculative_tokens 3"""
+    command = ("vllm serve /m --speculative-config '{\"method\": \"ngram\"}' "
+               "--speculative-config.num_speculative_tokens 3")
     assert only(findings_for(command), codes.DUPLICATE).severity == "error"
     merged = "vllm serve /m --speculative-config.method ngram --speculative_config.num_speculative_tokens 3"
     assert findings_for(merged) == []

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
+
+from servegate.render import flag_value  # noqa: F401 - re-exported for the scenarios
 
 REASONING_FIELDS = ("reasoning", "reasoning_content")
 THINK_MARKUP = ("<think>", "</think>")
@@ -104,15 +107,6 @@ def model_script(run_command, model_path: str) -> dict[str, Any] | None:
     if not getattr(result, "ok", False) or not result.stdout.strip():
         return None
     return json.loads(result.stdout).get("script")
-
-
-def flag_value(argv: list[str], flag: str) -> str | None:
-    for index, token in enumerate(argv):
-        if token == flag and index + 1 < len(argv):
-            return argv[index + 1]
-        if token.startswith(flag + "="):
-            return token.split("=", 1)[1]
-    return None
 
 
 def has_flag(argv: list[str], flag: str) -> bool:

@@ -98,13 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _optional_subcommands(sub) -> None:
     """Verb groups that live in their own packages register themselves here."""
-    from servegate.flags import cli as flags_cli
-    flags_cli.add_subparsers(sub)
     from servegate import wheelhouse
-    wheelhouse.add_subparsers(sub)
-    from servegate.memory import cli as memory_cli; memory_cli.add_subparsers(sub)  # noqa: E702
-    from servegate.throughput import cli as throughput_cli; throughput_cli.add_subparsers(sub)  # noqa: E702
-    from servegate.sim import cli as sim_cli; sim_cli.add_subparsers(sub)  # noqa: E702
+    from servegate.flags import cli as flags_cli
+    from servegate.memory import cli as memory_cli
+    from servegate.sim import cli as sim_cli
+    from servegate.throughput import cli as throughput_cli
+
+    for group in (flags_cli, wheelhouse, memory_cli, throughput_cli, sim_cli):
+        group.add_subparsers(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servegate.errors import Location, NodeError, RecipeError
-from servegate.mods import ModOutcome, apply_mod, resolve_mod, revert_patch, mod_files
+from servegate.mods import ModOutcome, apply_mod, mod_files, resolve_mod, revert_patch
 from servegate.nodes import NodeHost, Result
 
 PIP_PREFIX = "pip:"

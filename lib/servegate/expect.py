@@ -19,8 +19,8 @@ class Field:
     kind: type | tuple[type, ...]
     default: Any
     doc: str
-    schema: dict[str, "Field"] | None = None  # nested mapping
-    items: dict[str, "Field"] | None = None  # list of mappings
+    schema: dict[str, Field] | None = None  # nested mapping
+    items: dict[str, Field] | None = None  # list of mappings
 
 
 NUMBER = (int, float)

@@ -12,9 +12,9 @@ import io
 import re
 import shlex
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from servegate.errors import ServegateError
 from servegate.nodes import Result

@@ -98,7 +98,8 @@ class Recipe:
                                   f"or double the braces ({{{{...}}}}) if it is literal JSON") from None
         except IndexError:
             raise RecipeError("the command has an empty placeholder '{}'", where=self.where("command"),
-                              fix="name the placeholder ({port}) or double the braces ({{}}) for literal text") from None
+                              fix="name the placeholder ({port}) or double the braces ({{}}) for literal text",
+                              ) from None
         except (ValueError, AttributeError) as exc:
             raise RecipeError(f"the command cannot be rendered: {exc}", where=self.where("command"),
                               fix="literal braces must be doubled: '{{\"method\": \"mtp\"}}'") from None

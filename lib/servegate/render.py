@@ -47,28 +47,28 @@ class Rendered:
 
     @property
     def port(self) -> int:
-        return int(_flag_value(self.serve_argv, "--port") or self.values.get("port") or 8000)
+        return int(flag_value(self.serve_argv, "--port") or self.values.get("port") or 8000)
 
     @property
     def served_model_name(self) -> str:
         expected = self.recipe.expect.get("served_model_name")
-        return expected or _flag_value(self.serve_argv, "--served-model-name") or self.model_arg
+        return expected or flag_value(self.serve_argv, "--served-model-name") or self.model_arg
 
     @property
     def model_arg(self) -> str:
         if len(self.serve_argv) > 2 and self.serve_argv[:2] == ["vllm", "serve"]:
             return self.serve_argv[2]
-        return _flag_value(self.serve_argv, "--model") or ""
+        return flag_value(self.serve_argv, "--model") or ""
 
     @property
     def api_key(self) -> str | None:
-        return _flag_value(self.serve_argv, "--api-key") or os.environ.get("VLLM_API_KEY")
+        return flag_value(self.serve_argv, "--api-key") or os.environ.get("VLLM_API_KEY")
 
     def launches_for(self, node: Node) -> list[NodeLaunch]:
         return [launch for launch in self.launches if launch.node.name == node.name]
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
+def flag_value(argv: list[str], flag: str) -> str | None:
     for index, token in enumerate(argv):
         if token == flag and index + 1 < len(argv):
             return argv[index + 1]

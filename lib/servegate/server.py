@@ -15,21 +15,22 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
+from servegate.errors import ServerExited
 from servegate.nodes import NodeHost
 from servegate.render import NodeLaunch, Rendered
 from servegate.results import Progress, RunDir
-from servegate.errors import ServerExited
 from servegate.waits import Step, StepTiming, run_steps
 
 RUN_ID_VAR = "SERVEGATE_RUN_ID"
 OWNER_VAR = "SERVEGATE_OWNER"
 LOG_TAIL_LINES = 50
-_LIVE: set["Deployment"] = set()
+_LIVE: set[Deployment] = set()
 _LIVE_LOCK = threading.Lock()
 
 
@@ -128,7 +129,7 @@ class Deployment(OpenAIClient):
         return id(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def __enter__(self) -> "Deployment":
+    def __enter__(self) -> Deployment:
         with _LIVE_LOCK:
             _LIVE.add(self)
         try:
@@ -218,7 +219,7 @@ class Deployment(OpenAIClient):
         return next(item for item in self.launched if item.launch.role == "serve")
 
     def alive(self) -> bool:
-        return all(self.hosts[l.launch.node.name].alive(l.pid) for l in self.launched)
+        return all(self.hosts[item.launch.node.name].alive(item.pid) for item in self.launched)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES, role: str = "serve") -> str:
         for launched in self.launched:

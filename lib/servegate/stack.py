@@ -11,15 +11,15 @@ import shlex
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
-from servegate.cluster import Cluster, Node, load_cluster
-from servegate.environment import (HostEnvironment, existing_environment, pip_requirements, provision,
-                                   sync_mods)
+from servegate.cluster import Cluster, load_cluster
+from servegate.environment import HostEnvironment, existing_environment, pip_requirements, provision, sync_mods
 from servegate.errors import ServegateError
 from servegate.nodes import NodeHost
 from servegate.recipe import Recipe, load_recipe
@@ -54,7 +54,7 @@ class Stack:
 
     @classmethod
     def from_files(cls, recipe_path: str | Path, cluster_path: str | Path | None = None,
-                   overrides: dict[str, Any] | None = None, results_root: Path | None = None) -> "Stack":
+                   overrides: dict[str, Any] | None = None, results_root: Path | None = None) -> Stack:
         recipe = load_recipe(recipe_path)
         cluster = load_cluster(cluster_path or default_cluster_path(recipe))
         run = RunDir(recipe.name, results_root)
@@ -63,7 +63,7 @@ class Stack:
         return stack
 
     # ---- lifecycle: a simulated cluster comes up with the stack; containers, Ray and it go at close ------
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         from servegate.sim.cluster import simulated_cluster
         self._exits = ExitStack()
         try:
@@ -255,8 +255,8 @@ class Stack:
         rendered = render(self.recipe, self.cluster, self.overrides, model_path=self.model_path())
         self.run.update("rendered", value={
             "mode": rendered.mode, "command": self.run.redact(rendered.command_text), "notes": rendered.notes,
-            "launches": [{"node": l.node.name, "role": l.role, "argv": self.run.redact.argv(l.argv),
-                          "env": self.run.redact.env(l.env)} for l in rendered.launches]})
+            "launches": [{"node": launch.node.name, "role": launch.role, "argv": self.run.redact.argv(launch.argv),
+                          "env": self.run.redact.env(launch.env)} for launch in rendered.launches]})
         return rendered
 
     def deployment(self) -> Deployment:

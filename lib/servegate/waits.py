@@ -7,8 +7,8 @@ so "exited unexpectedly" and "failed to start in time" are told apart, both with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from servegate.errors import ServerExited, WaitTimeout
 
