@@ -95,7 +95,7 @@ def parity(envs: dict[str, dict[str, str]], recipe_env: dict[str, str], per_node
     report = ParityReport(sorted(recipe_env), per_node={node: {} for node in envs})
     names = set(recipe_env) | {k for env in envs.values() for k in env if k.startswith(REPORTED_PREFIXES)}
     for var in sorted(names):
-        values = {node: env.get(var) for node, env in envs.items()}
+        values = {node: envs[node].get(var) for node in sorted(envs)}  # stable order in every message
         for node, value in values.items():
             report.per_node.setdefault(node, {})[var] = shown(var, value)
         distinct = set(values.values())

@@ -51,9 +51,13 @@ def summary(sampler: MemorySampler, node: str) -> dict:
     per_phase = {}
     for phase, _, _ in sampler.windows():
         inside = sampler.samples_in(node, phase)
+        padded = not inside  # a phase shorter than one tick is judged by the samples around it
+        if padded:
+            inside = sampler.samples_in(node, phase, pad_s=1.0 / sampler.nodes[node].hz)
         if inside:
             per_phase[phase] = {
                 "samples": len(inside),
+                "padded": padded,
                 "min_mem_available_gib": round(min(s.gib("MemAvailable") for s in inside), 3),
                 "max_gpu_used_mib": max((g[1] for s in inside for g in s.gpus), default=None),
             }
