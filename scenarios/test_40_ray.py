@@ -2,6 +2,8 @@
 
 import pytest
 
+from servegate.ray import node_on
+
 
 def test_ray_node_count(ray_cluster, cluster):
     alive = [n for n in ray_cluster.nodes() if n.alive]
@@ -12,10 +14,11 @@ def test_ray_node_count(ray_cluster, cluster):
 
 
 def test_ray_node_on_fabric_ip_with_resources(ray_cluster, node):
-    by_ip = {n.ip: n for n in ray_cluster.nodes() if n.alive}
-    joined = by_ip.get(node.node.fabric_ip)
+    ray_nodes = ray_cluster.nodes()
+    joined = node_on(ray_nodes, node.node.fabric_ip)
     assert joined, (
-        f"node {node.name}: no alive Ray node on fabric IP {node.node.fabric_ip}; Ray has {sorted(by_ip)}"
+        f"node {node.name}: no alive Ray node on fabric IP {node.node.fabric_ip}; "
+        f"Ray has {sorted(n.ip for n in ray_nodes if n.alive)}"
     )
     if node.node.gpus:
         assert joined.resources.get("GPU") == node.node.gpus, (

@@ -165,3 +165,13 @@ def test_engine_module_runs_without_servegate_installed():
         text=True,
     )
     assert out.returncode == 0 and "docker.io" in out.stdout, out.stderr
+
+
+def test_ray_node_on_matches_fabric_ip_and_a_loopback_head_of_a_one_node_ray():
+    from servegate.ray import RayNode, node_on
+    head, worker = RayNode("10.0.0.1", True, "a"), RayNode("10.0.0.2", True, "b")
+    assert node_on([head, worker], "10.0.0.2") is worker
+    assert node_on([head, worker], "10.0.0.3") is None
+    assert node_on([RayNode("192.0.2.2", True, "a")], "127.0.0.1").node_id == "a"
+    assert node_on([head, worker], "127.0.0.1") is None  # two nodes: loopback names neither
+    assert node_on([RayNode("10.0.0.1", False, "a")], "10.0.0.1") is None

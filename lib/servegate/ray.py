@@ -53,6 +53,16 @@ class RayNode:
     resources: dict = field(default_factory=dict)
 
 
+def node_on(ray_nodes: list[RayNode], fabric_ip: str) -> RayNode | None:
+    """The alive Ray node on this fabric IP. Ray reports a head started on a loopback address under the
+    machine's own address, so a loopback fabric IP matches the one alive node of a one-node Ray."""
+    alive = [n for n in ray_nodes if n.alive]
+    match = next((n for n in alive if n.ip == fabric_ip), None)
+    if match is None and fabric_ip.startswith("127.") and len(alive) == 1:
+        return alive[0]
+    return match
+
+
 @dataclass
 class RayCluster:
     """Ray head + workers across a cluster's nodes. Use as a context manager or call start()/stop()."""
@@ -64,6 +74,7 @@ class RayCluster:
     log: Callable[[str, str | None], None] = lambda message, node=None: None
     started: dict[str, int] = field(default_factory=dict)  # node -> pgid of `ray start --block`
     bring_up_s: float | None = None
+    python: str = "python3"  # a python with ray on the head (the node's environment on the host runtime)
 
     @property
     def address(self) -> str:
@@ -195,7 +206,7 @@ class RayCluster:
     def run_script(self, script: str, timeout: float = 180) -> object:
         """Run a Python script on the head that prints one 'SERVEGATE-RAY <json>' line; return the JSON."""
         head = self.hosts[self.cluster.head.name]
-        result = head.run(f"python3 -c {shlex.quote(script)}", timeout=timeout)
+        result = head.run(f"{shlex.quote(self.python)} -c {shlex.quote(script)}", timeout=timeout)
         line = next((x for x in result.stdout.splitlines() if x.startswith("SERVEGATE-RAY ")), None)
         if line is None:
             tail = (result.stderr or result.stdout).strip().splitlines()[-6:]

@@ -229,6 +229,12 @@ class Stack:
         """Ray across every node (head on the head's fabric IP); stays up until close()."""
         return self.docker.ray_cluster()
 
+    def deployment_ray(self):
+        """A view of the Ray head a host-runtime deployment launched (role ray-head); it stops with vLLM."""
+        from servegate.ray import RayCluster
+        head = self.cluster.head.name
+        return RayCluster(self.cluster, dict(self.hosts), self.run_id, python=self.environments()[head].python)
+
     def _generate_model(self, spec_name: str) -> str:
         spec = MODEL_SPECS / f"{spec_name}.yaml"
         if not spec.is_file():
