@@ -3,6 +3,7 @@
     nox -s deploy-local        deploy the embedded default recipes on this machine and validate them
     nox -s deploy-<alias>      deploy one aliased recipe (deploy-ultra, deploy-super, ...) on its cluster
     nox -s deploy-sim          deploy recipes/local-sim.yaml on a simulated 2-node cluster (docker)
+    nox -s bench-sim           time the node checks on 1, 2, 4 and 8 simulated nodes (docker)
     nox -s tests               the project's own tests (unit, fixtures, end-to-end on the CPU)
 """
 
@@ -120,6 +121,13 @@ def flags(session: nox.Session) -> None:
 def deploy_sim(session: nox.Session) -> None:
     """Deploy recipes/local-sim.yaml on a simulated 2-node cluster (containers, own docker engines, Ray)."""
     _deploy_impl(session, [ROOT / "recipes" / "local-sim.yaml"])
+
+
+@nox.session(name="bench-sim", python=PYTHON)
+def bench_sim(session: nox.Session) -> None:
+    """Time the node checks on 1/2/4/8 simulated nodes (nox -s bench-sim -- [--nodes N ...] [--out FILE])."""
+    _install(session)
+    session.run("python", "-m", "servegate.sim.bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)

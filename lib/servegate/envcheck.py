@@ -58,9 +58,12 @@ class EnvFinding:
 
 def missing_vars(host: NodeHost, expected: dict[str, str]) -> list[EnvFinding]:
     """Vars absent from (or different in) the node's environment, against what servegate started it with."""
-    env = read_env(host)
+    return env_findings(host.name, read_env(host), expected)
+
+
+def env_findings(node: str, env: dict[str, str], expected: dict[str, str]) -> list[EnvFinding]:
     return [
-        EnvFinding(host.name, name, shown(name, value), shown(name, env.get(name)))
+        EnvFinding(node, name, shown(name, value), shown(name, env.get(name)))
         for name, value in expected.items()
         if env.get(name) != value
     ]

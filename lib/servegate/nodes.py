@@ -6,6 +6,7 @@ An unreachable node is a different error (`NodeUnreachable`) from a command that
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 import subprocess
@@ -23,6 +24,8 @@ class NodeUnreachable(NodeError):
 
 
 DOCKER_GONE = re.compile(r"No such container|is not running")
+BATCH_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+BATCH_MARK = "SERVEGATE-BATCH"
 
 
 @dataclass
@@ -39,6 +42,39 @@ class Result:
 
 def quote(argv: list[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def batch_script(commands: dict[str, str]) -> str:
+    """One bash invocation running every command in a subshell (stdin /dev/null), then printing per command one
+    line `MARK name rc base64(stdout) base64(stderr)`: outputs of any shape survive the framing."""
+    bad = [name for name in commands if not BATCH_NAME.match(name)]
+    if bad:
+        raise ValueError(f"batch command names must match {BATCH_NAME.pattern}: {bad}")
+    lines = ['sg_d=$(mktemp -d) || exit 1', 'trap \'rm -rf "$sg_d"\' EXIT']
+    for name, command in commands.items():
+        lines += [
+            "(",
+            command,
+            ') > "$sg_d/o" 2> "$sg_d/e" < /dev/null',
+            "sg_rc=$?",
+            f'printf \'{BATCH_MARK} {name} %s %s %s\\n\' "$sg_rc" "$(base64 -w0 < "$sg_d/o")" '
+            '"$(base64 -w0 < "$sg_d/e")"',
+        ]
+    return "bash -c " + shlex.quote("\n".join(lines))
+
+
+def parse_batch(commands: dict[str, str], result: Result) -> dict[str, Result]:
+    """Per-command results of a batch; a command the batch did not reach gets the batch's own exit and stderr."""
+    seen: dict[str, Result] = {}
+    for line in result.stdout.splitlines():
+        fields = line.split(" ")
+        if len(fields) == 5 and fields[0] == BATCH_MARK and fields[1] in commands:
+            out, err = (base64.b64decode(f).decode(errors="replace") for f in fields[3:])
+            seen[fields[1]] = Result(int(fields[2]), out, err, commands[fields[1]])
+    unreached = result.rc if result.rc != 0 else 1
+    return {name: seen.get(name) or Result(unreached, "", f"batch ended before this command: {result.stderr}",
+                                           command)
+            for name, command in commands.items()}
 
 
 class NodeHost:
@@ -70,6 +106,12 @@ class NodeHost:
         if out.rc != 0 and self.node.host.startswith("docker://") and DOCKER_GONE.search(out.stderr or ""):
             self._raise_if_container_down()
         return Result(out.rc, out.stdout, out.stderr, command)
+
+    def run_batch(self, commands: dict[str, str], timeout: float | None = None) -> dict[str, Result]:
+        """Run several commands in ONE round trip to the node, each in its own subshell, one after another;
+        each gets its own rc/stdout/stderr. A round trip (docker exec, ssh) costs far more than df or ss."""
+        result = self.run(batch_script(commands), timeout=timeout)
+        return parse_batch(commands, result)
 
     def _raise_if_container_down(self) -> None:
         """testinfra's docker backend reports a stopped or missing node container as a failed command."""

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from servegate.errors import Location, NodeError
-from servegate.nodes import NodeHost
+from servegate.nodes import NodeHost, Result
 from servegate.transport import pipe_between
 
 FULL_HASH_LIMIT = 20 * 2**30
@@ -63,18 +63,25 @@ class Manifest:
 
 def manifest(host: NodeHost, path: str) -> Manifest | None:
     """The folder's manifest on the node, or None when the folder does not exist there (one round trip)."""
-    script = MANIFEST_SCRIPT.format(path=shlex.quote(path), limit=FULL_HASH_LIMIT, sample=SAMPLE_BYTES,
-                                    absent=ABSENT_RC)
-    result = host.run(script, timeout=3600)
+    return parse_manifest(host.name, path, host.run(manifest_script(path), timeout=3600))
+
+
+def manifest_script(path: str) -> str:
+    return MANIFEST_SCRIPT.format(path=shlex.quote(path), limit=FULL_HASH_LIMIT, sample=SAMPLE_BYTES,
+                                  absent=ABSENT_RC)
+
+
+def parse_manifest(node: str, path: str, result: Result) -> Manifest | None:
+    """The manifest from the script's output; None when the folder is absent; NodeError when hashing failed."""
     if result.rc == ABSENT_RC:
         return None
     if not result.ok:
         raise NodeError(
             f"hashing the model folder {path} failed (exit {result.rc}): {result.stderr.strip()[-300:]}",
-            where=Location(node=host.name),
+            where=Location(node=node),
             fix="check the folder's permissions and disk on the node",
         )
-    found = Manifest(host.name, path)
+    found = Manifest(node, path)
     for line in result.stdout.splitlines():
         kind, value, name = (line.split("\t", 2) + ["", ""])[:3]
         if kind == "size":
