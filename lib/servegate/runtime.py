@@ -221,19 +221,19 @@ class DockerRuntime:
         return self.parallel(one, list(self.containers))
 
     def flag_manifest(self, name: str, refresh: bool = False) -> dict:
-        """The flag manifest of the vLLM inside one node's container after mods (flags/extract.py run there).
+        return self.node_flag_manifest(name, refresh).manifest
 
-        Through servegate.flags.node, so it is cached under the same key a node-level lookup of this
-        environment uses (node URL, interpreter, vLLM version, mods, extract.py).
-        """
-        from servegate.flags.node import node_manifest
+    def node_flag_manifest(self, name: str, refresh: bool = False):
+        """The flag manifest of the vLLM inside one node's container after mods: flags/extract.py piped into
+        the container's Python, cached by the ID of the image the container runs (flags.node.image_manifest),
+        so nodes holding the same image share one extraction."""
+        from servegate.flags.node import image_manifest
 
         env = self.stack.environments()[name]
-        found = node_manifest(
-            self.containers[name], env, self.recipe.mods, self.recipe.path.parent, refresh=refresh
-        )
+        found = image_manifest(self.containers[name], self.plans[name].image, env.python, self.recipe.mods,
+                               self.recipe.path.parent, refresh=refresh)
         self.stack.run.update("flag_manifests", name, found.record())
-        return found.manifest
+        return found
 
     # ---- model -----------------------------------------------------------------------------------------
     def generate_model(self, spec_name: str, spec_file: Path) -> str:

@@ -6,19 +6,28 @@ manifest is extracted where vLLM lives, through the node's own transport (extrac
 env's Python), after the mods are applied. Extraction imports vLLM (10-20 s), so the result is
 cached on the controller, keyed by node, interpreter, vLLM version, the mods' content and extract.py
 itself: an unchanged environment and mod set costs nothing on the next run.
+
+Docker nodes: the vLLM that serves is the one in the node's container, so extract.py is piped (stdin)
+into that container's Python over the node's transport, and the result is cached by the ID of the image
+the container runs (plus mods and extract.py): nodes holding the same image share one extraction, and a
+rebuilt image is extracted again. The record names the node, container, image and image ID, and which
+node the extraction ran on.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import shlex
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from servegate.containers import ContainerHost
 from servegate.environment import HostEnvironment
 from servegate.errors import Location
 from servegate.flags.manifest import (
@@ -33,8 +42,10 @@ from servegate.flags.manifest import (
 )
 from servegate.mods import resolve_mod
 from servegate.nodes import NodeHost
+from servegate.transport import send_bytes
 
 NODE_CACHE_DIR = USER_CACHE_DIR / "nodes"
+IMAGE_CACHE_DIR = USER_CACHE_DIR / "images"
 EXTRACT_TIMEOUT_S = 600
 
 
@@ -49,18 +60,31 @@ class NodeManifest:
     path: Path
     cached: bool
     seconds: float  # extraction (or cache read) wall time
+    image: dict[str, str] | None = None  # docker nodes: {tag, id, container, extracted_on}
 
     def record(self) -> dict:
         """What run.json keeps about the manifest (not the manifest itself)."""
         vllm = self.manifest.get("vllm") or {}
         return {
             "vllm": f"{vllm.get('distribution')} {vllm.get('version')}",
+            "node": self.node,
             "python": self.python,
             "mods": self.mods,
             "manifest": str(self.path),
             "cache": "hit" if self.cached else "miss",
             "seconds": round(self.seconds, 3),
+            **({"image": self.image} if self.image else {}),
         }
+
+
+def origin_line(record: dict) -> str:
+    """One line saying where a manifest came from, for progress lines and failure messages."""
+    where = f"node {record.get('node')} ({record.get('python')})"
+    image = record.get("image")
+    if image:
+        where = (f"image {image['tag']} ({image['id'][:19]}) in container {image['container']} on node "
+                 f"{record.get('node')}, extracted on node {image['extracted_on']}")
+    return f"flag manifest of {record.get('vllm')} from {where}; cache {record.get('cache')}"
 
 
 def digest(*parts: str | bytes) -> str:
@@ -131,14 +155,74 @@ def node_manifest(
     return NodeManifest(manifest, host.name, env.python, list(mods), path, cached, seconds)
 
 
+def image_cache_path(image_id: str, mods_hash: str, cache_dir: Path) -> Path:
+    key = digest(image_id, mods_hash, EXTRACT_SCRIPT.read_bytes())
+    return Path(cache_dir) / f"image-{image_id.removeprefix('sha256:')[:12]}-{key[:16]}.json"
+
+
+def container_image_id(host: ContainerHost) -> str:
+    """The ID of the image the container really runs (not what its tag points to now)."""
+    fmt = shlex.quote("{{.Image}}")
+    command = f"docker container inspect --format {fmt} {shlex.quote(host.container)}"
+    return host.outer.check(command, f"reading the image of container {host.container}").stdout.strip()
+
+
+def extract_in_container(host: ContainerHost, python: str, *, timeout: float = EXTRACT_TIMEOUT_S) -> dict:
+    """Pipe extract.py (stdin) into the container's Python, over the node's own transport."""
+    command = host.wrap(f"{shlex.quote(python)} - --no-help-text", interactive=True)
+    where = Location(node=host.name, key=f"{host.container}:{python}")
+    try:
+        done = send_bytes(host.node.host, EXTRACT_SCRIPT.read_bytes(), command, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ManifestError(f"flag extraction in container {host.container} ran over {timeout:.0f} s",
+                            where=where, fix="check that the container is not starved") from None
+    stdout, stderr = (stream.decode(errors="replace") for stream in (done.stdout, done.stderr))
+    if done.returncode != 0:
+        raise ManifestError(
+            f"flag extraction in container {host.container} exited {done.returncode}; "
+            f"stderr tail: {tail(stderr)}",
+            where=where,
+            fix=f"check that {python} can `import vllm` in the container (after the recipe's mods)",
+        )
+    shown = f"{python} - --no-help-text < extract.py in container {host.container} on node '{host.name}'"
+    return accept(parse_output(stdout, stderr, shown), where)
+
+
+def image_manifest(
+    host: ContainerHost,
+    image: str,
+    python: str,
+    mods: Sequence[str],
+    recipe_dir: Path,
+    *,
+    cache_dir: Path = IMAGE_CACHE_DIR,
+    refresh: bool = False,
+) -> NodeManifest:
+    """The manifest of the vLLM in a node's container after the recipe's mods, cached by image ID."""
+    started = time.perf_counter()
+    image_id = container_image_id(host)
+    path = image_cache_path(image_id, mods_digest(mods, recipe_dir), cache_dir)
+    origin_path = path.with_suffix(".origin.json")
+    cached = path.exists() and origin_path.exists() and not refresh
+    if cached:
+        manifest, extracted_on = load_cached(path), json.loads(origin_path.read_text())["node"]
+    else:
+        manifest, extracted_on = extract_in_container(host, python), host.name
+        save(manifest, path, overwrite=True)
+        origin_path.write_text(json.dumps({"node": host.name, "container": host.container, "image": image,
+                                           "image_id": image_id}) + "\n")
+    origin = {"tag": image, "id": image_id, "container": host.container, "extracted_on": extracted_on}
+    seconds = time.perf_counter() - started
+    return NodeManifest(manifest, host.name, python, list(mods), path, cached, seconds, origin)
+
+
 def deploy_manifest(stack, host: NodeHost) -> tuple[dict, dict]:
     """The manifest of the vLLM a deploy (servegate.stack.Stack) runs on one node, after its mods,
-    and what run.json keeps about it. Docker nodes: extracted inside the node's container by the
-    docker runtime, through node_manifest as well (same cache)."""
+    and what run.json keeps about it (origin_line renders it). Docker nodes: extracted inside the
+    node's container, cached by image ID (DockerRuntime.node_flag_manifest)."""
     if getattr(stack, "uses_docker", lambda: False)():
-        manifest = stack.docker.flag_manifest(host.name)
-        vllm = manifest.get("vllm") or {}
-        return manifest, {"vllm": f"{vllm.get('distribution')} {vllm.get('version')}", "runtime": "docker"}
+        found = stack.docker.node_flag_manifest(host.name)
+        return found.manifest, {**found.record(), "runtime": "docker"}
     env = stack.environments()[host.name]
     live = node_manifest(host, env, stack.recipe.mods, stack.recipe.path.parent)
     return live.manifest, live.record()
