@@ -352,3 +352,16 @@ def test_cli_compare_exit_status(tmp_path):
     )
     assert run.returncode == 1, run.stdout + run.stderr
     assert "REGRESSION" in run.stderr and "| chat | 1 | system output (tok/s) | 10 |" in run.stdout
+
+
+def test_a_preinstalled_tool_is_used_and_a_wrong_path_named(tmp_path, monkeypatch):
+    from servegate.errors import ServegateError
+    from servegate.throughput.tools import AIPERF, ensure_tool
+    script = tmp_path / "aiperf"
+    script.write_text("#!/bin/sh\nexec true\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("SERVEGATE_AIPERF", str(script))
+    assert ensure_tool(AIPERF) == script
+    monkeypatch.setenv("SERVEGATE_AIPERF", str(tmp_path / "missing"))
+    with pytest.raises(ServegateError, match="SERVEGATE_AIPERF=.*missing is not an executable"):
+        ensure_tool(AIPERF)

@@ -12,6 +12,7 @@ mkdir -p "$results/machine"
 cd "$repo"
 # The harness runs in the image's python3: pytest-testinfra comes from the wheelhouse, servegate from here.
 export PYTHONPATH="$site:$repo/lib:$repo" PYTHONUNBUFFERED=1
+[ -x /tmp/aiperf-site/bin/aiperf ] && export SERVEGATE_AIPERF=/tmp/aiperf-site/bin/aiperf
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
 machine() {

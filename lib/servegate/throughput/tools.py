@@ -2,13 +2,16 @@
 
 AIPerf pulls ~139 packages (no torch); keeping it apart means its pins cannot break the suite or vLLM.
 The venv is built on first use under ~/.cache/servegate/tools/<name>-<version>, guarded by a file lock so
-two runs starting together build it once, and stamped only after an import check passes.
+two runs starting together build it once, and stamped only after an import check passes. Offline nodes
+either point pip at a wheelhouse (PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR) or name a preinstalled console
+script in SERVEGATE_AIPERF.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,8 +48,24 @@ def tool_dir(spec: ToolSpec) -> Path:
     return tools_root() / spec.slug
 
 
+def preinstalled(spec: ToolSpec) -> Path | None:
+    """SERVEGATE_<NAME> names an executable installed some other way (e.g. from an offline wheelhouse)."""
+    variable = f"SERVEGATE_{spec.name.upper().replace('-', '_')}"
+    value = os.environ.get(variable)
+    if not value:
+        return None
+    path = Path(value)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise ServegateError(f"{variable}={value} is not an executable file\n"
+                             f"  fix: point it at the {spec.name} console script, or unset it to build the venv")
+    return path
+
+
 def ensure_tool(spec: ToolSpec = AIPERF, log=print) -> Path:
     """Path of the tool's console script, building its venv first if needed (idempotent, locked)."""
+    given = preinstalled(spec)
+    if given:
+        return given
     root = tool_dir(spec)
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{spec.slug}.lock", "w") as lock:
