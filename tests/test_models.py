@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "recipes" / "models"
 GOOD = (SPECS / "tiny-hybrid.yaml").read_text()
 SCRIPTED = (SPECS / "tiny-scripted.yaml").read_text()
+SCRIPTED_MTP = (SPECS / "tiny-scripted-mtp.yaml").read_text()
 
 
 def test_recipe_specs_load():
@@ -25,6 +26,14 @@ def test_recipe_specs_load():
     think_tools = scripted.script.reply("think_tools")
     assert think_tools.tool_call == ToolCall("get_weather", {"city": "Paris"})
     assert scripted.where("hidden_size").line == _line_of(SCRIPTED, "hidden_size:")
+
+
+def test_mtp_spec_is_tiny_scripted_plus_one_mtp_layer():
+    scripted, mtp = load_spec(SPECS / "tiny-scripted.yaml"), load_spec(SPECS / "tiny-scripted-mtp.yaml")
+    assert (scripted.mtp_layers, mtp.mtp_layers) == (0, 1)
+    assert "mtp_layers" not in scripted.raw  # an absent key stays out of the hash: old stamps hold
+    assert {k: v for k, v in mtp.raw.items() if k not in ("name", "description", "mtp_layers")} == \
+        {k: v for k, v in scripted.raw.items() if k not in ("name", "description")}
 
 
 def test_spec_hash_follows_content_not_formatting():
@@ -53,6 +62,8 @@ BAD_SPECS = {
     "markup-in-text": (SCRIPTED.replace("answer politely", "answer </think> politely"),
                        "script.think.reasoning", "markup"),
     "unknown-mode": (SCRIPTED.replace("  plain_tools:", "  plain_tool:"), "script.plain_tool", "unknown key"),
+    "two-mtp-layers": (SCRIPTED_MTP.replace("mtp_layers: 1", "mtp_layers: 2"), "mtp_layers", "0 or 1"),
+    "mtp-layers-bool": (SCRIPTED_MTP.replace("mtp_layers: 1", "mtp_layers: true"), "mtp_layers", "0 or 1"),
 }
 
 

@@ -57,7 +57,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {name: generate(SPECS / f"{name}.yaml", root / name) and root / name
-            for name in ("tiny-hybrid", "tiny-scripted")}
+            for name in ("tiny-hybrid", "tiny-scripted", "tiny-scripted-mtp")}
 
 
 def test_generation_is_deterministic(models, tmp_path):
@@ -229,6 +229,79 @@ def test_scripted_model_follows_its_script_in_transformers(models):
                            "plain_tool_result"}
     for mode, (predicted, script) in report.items():
         assert predicted == script, mode
+
+
+def test_mtp_model_is_tiny_scripted_plus_the_mtp_block(models):
+    """Same backbone bytes, same tokenizer; config.json adds exactly the keys vLLM's MTP path reads."""
+    plain, mtp = models["tiny-scripted"], models["tiny-scripted-mtp"]
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        assert (plain / name).read_bytes() == (mtp / name).read_bytes(), name
+    config, mtp_config = (json.loads((folder / "config.json").read_text()) for folder in (plain, mtp))
+    assert {k: v for k, v in mtp_config.items() if k not in config} == {
+        "num_nextn_predict_layers": 1, "mtp_hybrid_override_pattern": "*",
+        "mtp_layers_block_type": ["full_attention"]}
+    assert {k: v for k, v in mtp_config.items() if k in config} == config
+    report = run_script("""
+        import json, sys
+        from safetensors.numpy import load_file
+        plain, mtp = (load_file(f"{folder}/model.safetensors") for folder in sys.argv[1:3])
+        extra = sorted(set(mtp) - set(plain))
+        same = all((plain[name] == mtp[name]).all() for name in plain)
+        print(json.dumps({"missing": sorted(set(plain) - set(mtp)), "extra": extra, "same": bool(same)}))
+    """, str(plain), str(mtp))
+    assert report == {"missing": [], "same": True, "extra": [
+        f"mtp.layers.0.{name}.weight" for name in ("eh_proj", "enorm", "final_layernorm", "hnorm",
+                                                   "mixer.k_proj", "mixer.o_proj", "mixer.q_proj",
+                                                   "mixer.v_proj", "norm")]}
+
+
+MTP_FORWARD = """
+    import json, sys, torch
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+    from servegate.models import MODES, load_spec
+    folder, spec = sys.argv[1], load_spec(sys.argv[2])
+    w, tok = load_file(f"{folder}/model.safetensors"), Tokenizer.from_file(f"{folder}/tokenizer.json")
+    eps, p = spec.layer_norm_epsilon, "mtp.layers.0."
+    norm = lambda x, name: F.rms_norm(x, (x.shape[-1],), w[p + name + ".weight"], eps)
+
+    def mtp_draft(next_ids, hidden):
+        # vLLM NemotronHMTPAttentionDecoderLayer: fuse, attention decoder layer, end norm, lm_head
+        x = F.linear(torch.cat([norm(w["backbone.embeddings.weight"][next_ids], "enorm"),
+                                norm(hidden, "hnorm")], -1), w[p + "eh_proj.weight"])
+        h = norm(x, "norm")
+        q, k, v = (F.linear(h, w[p + f"mixer.{n}_proj.weight"]).view(len(h), -1, spec.head_dim).transpose(0, 1)
+                   for n in "qkv")
+        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        out = F.linear(attn.transpose(0, 1).reshape(len(h), -1), w[p + "mixer.o_proj.weight"])
+        return F.linear(norm(out + x, "final_layernorm"), w["lm_head.weight"]).argmax(-1).tolist()
+
+    torch.manual_seed(0)
+    sequences = {mode: tok.encode(spec.script.reply(mode).output_text() + "<|im_end|>").ids for mode in MODES}
+    print(json.dumps({mode: [seq, mtp_draft(torch.tensor(seq), torch.randn(len(seq), spec.hidden_size))]
+                      for mode, seq in sequences.items()}))
+"""
+
+
+def test_mtp_block_drafts_the_bigram_successor(models):
+    """A torch forward of the MTP block as vLLM computes it (given the next token and any target hidden
+    state) drafts the script's following token, except after a token whose successor depends on the mode."""
+    report = run_script(MTP_FORWARD, str(models["tiny-scripted-mtp"]), str(SPECS / "tiny-scripted-mtp.yaml"))
+    successors: dict[int, set[int]] = {}
+    for seq, _ in report.values():
+        for current, nxt in zip(seq, seq[1:], strict=False):
+            successors.setdefault(current, set()).add(nxt)
+    checked = ambiguous = 0
+    for mode, (seq, drafts) in report.items():
+        for position, (current, nxt) in enumerate(zip(seq, seq[1:], strict=False)):
+            if len(successors[current]) > 1:
+                ambiguous += 1
+                assert drafts[position] in successors[current], (mode, position)
+                continue
+            checked += 1
+            assert drafts[position] == nxt, f"mode {mode}, reply token {position}: drafted {drafts[position]}"
+    assert checked > ambiguous > 0  # 71 and 36 reply positions over the six modes
 
 
 def test_unrealizable_script_fails_with_the_spec_location(tmp_path):

@@ -87,6 +87,22 @@ def speculative_tokens(argv: list[str]) -> int:
         return 0
 
 
+def speculative_method(argv: list[str]) -> str | None:
+    """The --speculative-config method ("ngram", "mtp", "nemotron_h_mtp", ...), or None."""
+    raw = flag(argv, "--speculative-config")
+    try:
+        method = json.loads(raw).get("method") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return method if isinstance(method, str) else None
+
+
+def drafts_with_mtp_layers(argv: list[str]) -> bool:
+    """vLLM folds every *_mtp method into "mtp": the drafter is the checkpoint's own MTP layers."""
+    method = speculative_method(argv) or ""
+    return speculative_tokens(argv) > 0 and (method == "mtp" or method.endswith("_mtp"))
+
+
 def prefix_caching(argv: list[str]) -> bool:
     """vLLM enables prefix caching by default; the last of --enable-/--no-enable-prefix-caching wins."""
     state = True

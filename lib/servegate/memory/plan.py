@@ -165,6 +165,9 @@ def build_plan(
 
     kv_heads = max(1, shape.num_kv_heads // tp)
     attn_layers, mamba_layers = ceil(shape.attention_layers / pp), ceil(shape.mamba_layers / pp)
+    # The MTP drafter's attention layers hold KV in the same cache (on the last pipeline rank).
+    draft_attention = shape.mtp_layer_kinds.count("attention") if f.drafts_with_mtp_layers(argv) else 0
+    attn_layers += draft_attention
     per_token_layer = 2 * kv_heads * shape.head_dim * f.dtype_bytes(kv_dtype, model_dtype)
     mamba_layer = mamba_state_bytes(
         shape, tp, f.dtype_bytes(conv_dtype, model_dtype), f.dtype_bytes(ssm_dtype, model_dtype), num_spec
@@ -226,7 +229,12 @@ def build_plan(
         headroom_bytes_per_node=ctx.node_total_bytes - node_footprint,
         capacity=capacity,
     )
-    if num_spec:
+    if num_spec and draft_attention:
+        plan.notes.append(
+            f"speculative decoding ({num_spec} tokens): the MTP drafter's {draft_attention} attention "
+            "layer(s) counted in KV; draft weights are not modelled"
+        )
+    elif num_spec:
         plan.notes.append(
             f"speculative decoding ({num_spec} tokens): draft-layer KV and weights are not modelled"
         )

@@ -62,6 +62,7 @@ class ModelShape:
     n_groups: int = 1
     conv_kernel: int = 4
     mamba_ssm_cache_dtype: str | None = None  # the config's own default for --mamba-ssm-cache-dtype auto
+    mtp_layer_kinds: list[str] = field(default_factory=list)  # NemotronH MTP block(s), drafting with method mtp
     params_total: float | None = None
     params_active: float | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -105,6 +106,20 @@ def layer_kinds(config: dict[str, Any]) -> list[str]:
     return ["attention"] * int(config.get("num_hidden_layers") or 0)
 
 
+def mtp_layer_kinds(config: dict[str, Any]) -> list[str]:
+    """Layers of the MTP blocks (NemotronH: num_nextn_predict_layers x its MTP pattern); vLLM gives their
+    attention layers KV cache when --speculative-config drafts with them (method mtp)."""
+    count = int(config.get("num_nextn_predict_layers") or 0)
+    pattern, blocks = config.get("mtp_hybrid_override_pattern"), config.get("mtp_layers_block_type")
+    if isinstance(pattern, str) and pattern:
+        kinds = [PATTERN_KINDS.get(ch, "mlp") for ch in pattern]
+    elif isinstance(blocks, list):
+        kinds = [BLOCK_KINDS.get(str(b), "mlp") for b in blocks]
+    else:
+        kinds = []
+    return kinds * count
+
+
 def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") -> ModelShape:
     """A ModelShape from a Hugging Face config.json mapping (text_config for multimodal wrappers)."""
     config = config.get("text_config") or config
@@ -127,6 +142,7 @@ def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") 
         n_groups=int(config.get("n_groups") or 1),
         conv_kernel=int(config.get("conv_kernel") or 4),
         mamba_ssm_cache_dtype=config.get("mamba_ssm_cache_dtype"),
+        mtp_layer_kinds=mtp_layer_kinds(config),
         source=source,
     )
 

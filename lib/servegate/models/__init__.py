@@ -3,7 +3,9 @@
 `load_spec(path)` validates a recipes/models/*.yaml spec (pyyaml only); `generate(spec, out_dir)`
 writes a Hugging Face folder vLLM can serve (needs numpy and tokenizers: run it with
 the vLLM venv's python). A spec without `script:` gives random weights; with `script:` the
-weights make greedy decoding follow the script in every chat mode (see weights.py).
+weights make greedy decoding follow the script in every chat mode (see weights.py). `mtp_layers: 1`
+adds one NemotronH MTP layer (vLLM `--speculative-config '{"method": "mtp", ...}'`); scripted, its
+drafts follow the same bigram chain.
 """
 
 from servegate.models.script import MODES, Reply, Script, ToolCall

@@ -21,7 +21,7 @@ from pathlib import Path
 from servegate.errors import RecipeError
 from servegate.models.safetensors_io import round_to_dtype, save_safetensors
 from servegate.models.script import MODES
-from servegate.models.spec import ModelSpec
+from servegate.models.spec import MTP_PATTERN, ModelSpec
 from servegate.models.tokenizer import (
     EOS,
     IM_START,
@@ -134,6 +134,8 @@ def _tensors(spec: ModelSpec, tokenizer, vocab: dict[str, int]):
         quoted = " ".join(reply.content or reply.reasoning or "" for reply in spec.script.replies.values())
         prefix = [vocab[IM_START], *encode(f"user\n{quoted}"), vocab[EOS]]
         weights.check_script(spec, plan, spec.script, stored, prefix)
+        if spec.mtp_layers:
+            weights.check_mtp_drafts(spec, plan, stored)
     except weights.ScriptError as exc:
         raise RecipeError(str(exc), where=spec.where(exc.key),
                           fix="make each mode's tokens unique and the dimensions large enough") from exc
@@ -153,6 +155,24 @@ def generation_config(spec: ModelSpec, vocab: dict[str, int]) -> dict:
 def model_config(spec: ModelSpec, vocab: dict[str, int]) -> dict:
     """config.json. hybrid_override_pattern is written explicitly (transformers 5 would save only
     layers_block_type, which older readers do not know); both agree."""
+    config = _backbone_config(spec, vocab)
+    if spec.mtp_layers:
+        config.update(mtp_config(spec))
+    return config
+
+
+def mtp_config(spec: ModelSpec) -> dict:
+    """The MTP keys: vLLM's SpeculativeConfig turns a nemotron_h config with num_nextn_predict_layers > 0
+    into nemotron_h_mtp (method "mtp"); its model reads mtp_hybrid_override_pattern (vLLM 0.25's own
+    config class), transformers 5 reads mtp_layers_block_type (vLLM 0.32). Both are written."""
+    return {
+        "num_nextn_predict_layers": spec.mtp_layers,
+        "mtp_hybrid_override_pattern": MTP_PATTERN,
+        "mtp_layers_block_type": [LAYER_TYPES[c] for c in MTP_PATTERN],
+    }
+
+
+def _backbone_config(spec: ModelSpec, vocab: dict[str, int]) -> dict:
     pattern = spec.hybrid_override_pattern
     return {
         "architectures": ["NemotronHForCausalLM"],

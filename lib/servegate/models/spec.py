@@ -36,7 +36,11 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "dtype": "float32",
     "script": None,
 }
-KNOWN_KEYS = ("name", "kind", "hybrid_override_pattern", *REQUIRED_INTS, *OPTIONAL_DEFAULTS)
+# mtp_layers (default 0) enters `raw`, hence the spec hash, only when written: older specs keep their hash.
+KNOWN_KEYS = ("name", "kind", "hybrid_override_pattern", *REQUIRED_INTS, *OPTIONAL_DEFAULTS, "mtp_layers")
+# vLLM's NemotronH MTP (nemotron_h_mtp.py, 0.25 and 0.32) asserts exactly one MTP layer; its pattern
+# allows '*' and 'E', and 'E' (MoE) fails on CPU, so the one layer is an attention block.
+MTP_PATTERN = "*"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -66,6 +70,7 @@ class ModelSpec:
     dtype: str = "float32"
     description: str = ""
     script: Any = None  # servegate.models.script.Script when present
+    mtp_layers: int = 0  # 1: a NemotronH MTP block (num_nextn_predict_layers) after the backbone
     source: str | None = None
     key_lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -158,6 +163,8 @@ class _Checker:
             values[key] = self.positive_int(values, key)
         values["seed"] = self.seed(data)
         values["hybrid_override_pattern"] = self.pattern(data, has_script=values["script"] is not None)
+        if "mtp_layers" in data:
+            values["mtp_layers"] = self.mtp_layers(data)
         self.check_dtype(values)
         self.check_attention(values)
         self.check_mamba(values)
@@ -199,6 +206,13 @@ class _Checker:
                              "followed later by an MLP layer ('-'): the attention routes the chat "
                              "template's mode token to every position, the MLP resolves shared tokens",
                              "use a pattern like 'M*M-'")
+        return value
+
+    def mtp_layers(self, data: dict) -> int:
+        value = data["mtp_layers"]
+        if isinstance(value, bool) or value not in (0, 1):
+            raise self.error("mtp_layers", f"expected 0 or 1, got {value!r}",
+                             "vLLM's NemotronH MTP supports exactly one MTP layer: write `mtp_layers: 1`")
         return value
 
     def check_dtype(self, values: dict) -> None:

@@ -28,6 +28,15 @@ the script. The hidden space is split into named one-hot dimensions:
 
 `check_script` replays this forward pass in numpy (embedding, routing head, MLP units,
 final norm, lm_head) for every mode and raises if greedy decoding would leave the script.
+
+MTP (spec `mtp_layers: 1`): vLLM's NemotronH MTP block drafts the token after next from
+x = eh_proj([enorm(embed(next token)); hnorm(target hidden state)]), one attention decoder
+layer, final_layernorm and the shared lm_head. Scripted, eh_proj passes the next token's
+normed embedding through and drops the hidden state, the attention's o_proj is zero, so the
+draft is lm_head applied to the next token alone: the bigram map. A token whose successor
+depends on the mode (the MLP units above) ties between its successors there; every other
+draft is the script's next token. Its tensors are drawn after the backbone's, so the
+backbone is the same as without MTP.
 """
 
 from __future__ import annotations
@@ -68,6 +77,21 @@ def random_tensors(spec: ModelSpec) -> dict[str, np.ndarray]:
         tensors.update({f"{prefix}.mixer.{name}": value for name, value in layer.items()})
     tensors["backbone.norm_f.weight"] = np.ones(h, np.float32)
     tensors["lm_head.weight"] = _normal(rng, spec.vocab_size, h)
+    if spec.mtp_layers:
+        tensors.update(_mtp_tensors(spec, rng))
+    return tensors
+
+
+MTP_PREFIX = "mtp.layers.0"  # the checkpoint names vLLM's NemotronHMTP.load_weights reads
+
+
+def _mtp_tensors(spec: ModelSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One MTP block: fusion (enorm, hnorm, eh_proj), an attention decoder layer, final_layernorm."""
+    h = spec.hidden_size
+    tensors = {f"{MTP_PREFIX}.{name}.weight": np.ones(h, np.float32)
+               for name in ("enorm", "hnorm", "norm", "final_layernorm")}
+    tensors[f"{MTP_PREFIX}.eh_proj.weight"] = _normal(rng, h, 2 * h)
+    tensors.update({f"{MTP_PREFIX}.mixer.{name}": value for name, value in _attention_tensors(spec, rng).items()})
     return tensors
 
 
@@ -189,7 +213,18 @@ def scripted_tensors(spec: ModelSpec, plan: Plan, script: Script) -> dict[str, n
     attention, mlp = _routing_layers(spec)
     _route_modes(spec, plan, _mixer(tensors, attention, "q_proj", "k_proj", "v_proj", "o_proj"))
     _bonus_units(spec, plan, _mixer(tensors, mlp, "up_proj", "down_proj"))
+    if spec.mtp_layers:
+        _mtp_pass_next_token(spec, tensors)
     return tensors
+
+
+def _mtp_pass_next_token(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> None:
+    """eh_proj = [I | 0]: the next token's normed embedding in, the hidden state out; o_proj silent."""
+    h = spec.hidden_size
+    eh_proj = np.zeros((h, 2 * h), np.float32)
+    eh_proj[:, :h] = np.eye(h, dtype=np.float32)
+    tensors[f"{MTP_PREFIX}.eh_proj.weight"] = eh_proj
+    tensors[f"{MTP_PREFIX}.mixer.o_proj.weight"][:] = 0.0
 
 
 def _routing_layers(spec: ModelSpec) -> tuple[int, int]:
@@ -284,6 +319,37 @@ def replay_logits(spec: ModelSpec, tensors: dict[str, np.ndarray], context: list
     hidden = np.maximum(w["up_proj"] @ _rms_norm(residual, eps), 0.0) ** 2
     residual = residual + w["down_proj"] @ hidden
     return tensors["lm_head.weight"] @ _rms_norm(residual, eps)
+
+
+def replay_mtp_logits(spec: ModelSpec, tensors: dict[str, np.ndarray], next_ids: list[int],
+                      hidden: np.ndarray) -> np.ndarray:
+    """Last-position draft logits of the MTP block: next_ids[i] is the token after position i,
+    hidden[i] the target model's hidden state at i (norm weights are ones, as generated)."""
+    eps = spec.layer_norm_epsilon
+    embedded = tensors["backbone.embeddings.weight"][next_ids].astype(np.float64)
+    fused = np.concatenate([_rms_norm(embedded, eps), _rms_norm(hidden, eps)], axis=-1)
+    x = fused @ tensors[f"{MTP_PREFIX}.eh_proj.weight"].T
+    w = {name: tensors[f"{MTP_PREFIX}.mixer.{name}.weight"] for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    out = x[-1] + _attention_last(spec, w, _rms_norm(x, eps))
+    return tensors["lm_head.weight"] @ _rms_norm(out, eps)
+
+
+def check_mtp_drafts(spec: ModelSpec, plan: Plan, tensors: dict[str, np.ndarray]) -> int:
+    """Every script token with one successor in all modes must draft that successor (numpy replay of
+    the MTP block, an arbitrary hidden state); return how many tokens are mode-dependent (ambiguous)."""
+    hidden = np.ones((1, spec.hidden_size))
+    ambiguous = 0
+    for current, by_mode in sorted(plan.successors.items()):
+        if len(set(by_mode.values())) > 1:
+            ambiguous += 1
+            continue
+        want = next(iter(by_mode.values()))
+        logits = replay_mtp_logits(spec, tensors, [current], hidden)
+        margin = float(logits[want] - np.max(np.delete(logits, want)))
+        if int(np.argmax(logits)) != want or margin < MIN_MARGIN:
+            raise ScriptError(f"MTP block: token id {current} drafts id {int(np.argmax(logits))} instead of "
+                              f"{want} (margin {margin:.1f} < {MIN_MARGIN})", "mtp_layers")
+    return ambiguous
 
 
 def _attention_last(spec: ModelSpec, w: dict[str, np.ndarray], normed: np.ndarray) -> np.ndarray:
