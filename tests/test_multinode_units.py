@@ -17,6 +17,7 @@ from servegate.nodes import NodeHost
 from servegate.transport import command_argv, pipe_argvs
 from servegate.weights import manifest, problems
 
+ROOT = Path(__file__).resolve().parents[1]
 LOCAL = Node(name="here", role="head", host="local://", fabric_ip="127.0.0.1")
 
 
@@ -175,3 +176,14 @@ def test_ray_node_on_matches_fabric_ip_and_a_loopback_head_of_a_one_node_ray():
     assert node_on([RayNode("192.0.2.2", True, "a")], "127.0.0.1").node_id == "a"
     assert node_on([head, worker], "127.0.0.1") is None  # two nodes: loopback names neither
     assert node_on([RayNode("10.0.0.1", False, "a")], "10.0.0.1") is None
+
+
+def test_ray_node_name_maps_reported_addresses_to_cluster_nodes():
+    from servegate.cluster import load_cluster
+    from servegate.ray import node_name
+    local = load_cluster(ROOT / "recipes/clusters/local.yaml")
+    assert node_name(local, "192.0.2.2", ["192.0.2.2"]) == local.head.name  # loopback head, one Ray node
+    sim = load_cluster(ROOT / "recipes/clusters/sim-2.yaml")
+    ips = [n.fabric_ip for n in sim.nodes]
+    assert [node_name(sim, ip, ips) for ip in ips] == [n.name for n in sim.nodes]
+    assert node_name(sim, "10.9.9.9", ips + ["10.9.9.9"]) == "10.9.9.9"

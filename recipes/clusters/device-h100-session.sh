@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One session on the lent GPU machine, after the wheelhouse pieces were carried to PIECES (see
 # recipes/clusters/device-h100.yaml): reassemble and check them, install (device-h100-setup.sh), run the
-# scenario suite for the given recipes (device-h100-suite.sh), then the AIPerf-vs-vllm-bench fidelity
-# benchmark on FIDELITY_RECIPE. Meant to run detached (setsid nohup) so it outlives the device tool's
+# AIPerf-vs-vllm-bench fidelity benchmark on FIDELITY_RECIPE while the machine is quiet, then the scenario
+# suite for the given recipes (device-h100-suite.sh). Meant to run detached (setsid nohup) so it outlives the device tool's
 # 10-minute commands; progress goes to RESULTS/session.log, "session done" ends it.
 # Usage: bash recipes/clusters/device-h100-session.sh MD5 RECIPE...
 # Env: PIECES (/tmp/wh), RESULTS (/tmp/sg-results), FIDELITY_RECIPE (recipes/gpu-hybrid-fp8-graphs.yaml),
-#      FIDELITY_ARGS (--isl 128 --osl 64 --concurrency 8 --requests 64 --rounds 3)
+#      FIDELITY_ARGS (--isl 128 --osl 64 --concurrency 8 --requests 512 --rounds 3 --warmup 1)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 pieces=${PIECES:-/tmp/wh}
@@ -26,15 +26,16 @@ AIPERF_WHEELS=/tmp/wheels/aiperf-need bash "$repo/recipes/clusters/device-h100-s
   /tmp/wheels/vllm-0.25.0-cp312 /tmp/site >> "$results/session.log" 2>&1 || { log "setup failed"; exit 1; }
 export SERVEGATE_AIPERF=/tmp/aiperf-site/bin/aiperf
 
-log "suite: $*"
-RESULTS="$results" bash "$repo/recipes/clusters/device-h100-suite.sh" "$@" >> "$results/session.log" 2>&1
-
 log "fidelity: ${FIDELITY_RECIPE:-recipes/gpu-hybrid-fp8-graphs.yaml}"
 cd "$repo"
 PYTHONPATH="/tmp/site:$repo/lib" python3 -m servegate.throughput.bench_fidelity \
   --recipe "${FIDELITY_RECIPE:-recipes/gpu-hybrid-fp8-graphs.yaml}" --results "$results" \
-  ${FIDELITY_ARGS:---isl 128 --osl 64 --concurrency 8 --requests 64 --rounds 3} \
+  ${FIDELITY_ARGS:---isl 128 --osl 64 --concurrency 8 --requests 512 --rounds 3 --warmup 1} \
   > "$results/fidelity.txt" 2>&1
 log "fidelity exit $?: $(tail -4 "$results/fidelity.txt" | tr '\n' ' ')"
+cd "$repo"
+log "suite: $*"
+RESULTS="$results" bash "$repo/recipes/clusters/device-h100-suite.sh" "$@" >> "$results/session.log" 2>&1
+
 /tmp/site/bin/ray stop --force > /dev/null 2>&1
 log "session done"

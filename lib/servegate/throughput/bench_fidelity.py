@@ -1,7 +1,8 @@
 """Fidelity: does the suite's load generator (AIPerf) measure what vLLM's own `vllm bench serve` measures?
 
 Same server, same workload, one run: the two tools take turns (A B A B ...) so drift in the machine's load
-hits both alike; the medians over rounds of output tok/s and TTFT p50 are compared. Prints the figures;
+hits both alike; the medians over rounds of output tok/s and TTFT p50 are compared. Warm-up turns (one
+per tool by default) are run and printed but left out: on a GPU the first turn pays kernel JIT. Prints the figures;
 exit 0 when both agree within --within % (default 3), 1 otherwise.
 
     python -m servegate.throughput.bench_fidelity --endpoint http://127.0.0.1:8000 --vllm-python ENV/python
@@ -49,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="turns per tool (A B A B ...)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="leading turns per tool left out of the medians (JIT, graphs, caches warm up)")
     parser.add_argument("--within", type=float, default=3.0, help="agreement required, in %%")
     parser.add_argument("--results", type=Path, help="results root")
     return parser.parse_args(argv)
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             target.vllm_python, target.tokenizer, args.isl, args.requests, run.path / "fidelity" / "prompts"
         )
         results = {tool: [] for tool in TOOLS}
-        for round_index in range(args.rounds):
+        for round_index in range(args.warmup + args.rounds):
+            warmup = round_index < args.warmup
             for tool in TOOLS:
                 workload = Workload(
                     name=f"fidelity-{tool}-r{round_index + 1}",
@@ -77,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                     prompts=prompts,
                 )
                 level = run_level(workload, args.concurrency, target, run.path / "fidelity", gpus=0)
-                print(f"round {round_index + 1} {tool:10} {summary_line(level)}", flush=True)
-                results[tool].append(level)
+                label = "warm-up" if warmup else f"round {round_index + 1 - args.warmup}"
+                print(f"{label:8} {tool:10} {summary_line(level)}", flush=True)
+                if not warmup:
+                    results[tool].append(level)
         return report(results, args.within, run.path)
 
 
