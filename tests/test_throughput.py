@@ -365,3 +365,24 @@ def test_a_preinstalled_tool_is_used_and_a_wrong_path_named(tmp_path, monkeypatc
     monkeypatch.setenv("SERVEGATE_AIPERF", str(tmp_path / "missing"))
     with pytest.raises(ServegateError, match="SERVEGATE_AIPERF=.*missing is not an executable"):
         ensure_tool(AIPERF)
+
+
+def test_fidelity_report_uses_medians_and_paired_differences(tmp_path, capsys):
+    from servegate.throughput.bench_fidelity import report
+    from servegate.throughput.schema import LevelResult
+
+    def level(tool, tps, ttft):
+        result = LevelResult(workload="fidelity", tool=tool, concurrency=8)
+        result.output_tps, result.ttft_ms_p50 = tps, ttft
+        return result
+
+    drifting = {"aiperf": [level("aiperf", 1000, 30), level("aiperf", 1200, 30), level("aiperf", 1400, 30)],
+                "vllm-bench": [level("vllm-bench", 1010, 30.3), level("vllm-bench", 1190, 30.2),
+                               level("vllm-bench", 1420, 29.9)]}
+    code, figures = report(drifting, 3.0, tmp_path)
+    assert code == 0 and figures["agree"]
+    assert abs(figures["output_tps"]["paired_diff_pct"] - (-1.0)) < 0.01
+    off = {"aiperf": [level("aiperf", 1000, 25)], "vllm-bench": [level("vllm-bench", 1000, 30)]}
+    code, figures = report(off, 3.0, tmp_path)
+    assert code == 1 and round(figures["ttft_ms_p50"]["diff_pct"], 1) == -16.7
+    assert "agree within 3 %: NO" in capsys.readouterr().out

@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label:8} {tool:10} {summary_line(level)}", flush=True)
                 if not warmup:
                     results[tool].append(level)
-        return report(results, args.within, run.path)
+        code, figures = report(results, args.within, run.path)
+        run.update("fidelity", value=figures)
+        run.finish("passed" if code == 0 else "failed")
+        return code
 
 
 PROMPTS_SCRIPT = r"""
@@ -136,20 +139,28 @@ def _server(args, cleanup: ExitStack):
     return deployment, python, stack.run
 
 
-def report(results: dict[str, list[LevelResult]], within: float, folder: Path) -> int:
+def report(results: dict[str, list[LevelResult]], within: float, folder: Path) -> tuple[int, dict]:
+    """Medians per tool and the median of the paired (same-round) differences, which drift in the server's
+    own speed between rounds does not move. Agreement needs both within `within` %."""
     agree = True
+    figures: dict[str, dict] = {}
     print(
         f"\nfidelity over {len(results['aiperf'])} round(s) per tool (median), results in {folder}/fidelity"
     )
-    print(f"{'metric':14} {'aiperf':>10} {'vllm bench':>11} {'diff %':>8}")
+    print(f"{'metric':14} {'aiperf':>10} {'vllm bench':>11} {'diff %':>8} {'paired diff %':>14}")
     for key, label in COMPARED:
-        a = _median([getattr(lv, key) for lv in results["aiperf"]])
-        b = _median([getattr(lv, key) for lv in results["vllm-bench"]])
+        ours = [getattr(lv, key) for lv in results["aiperf"]]
+        theirs = [getattr(lv, key) for lv in results["vllm-bench"]]
+        a, b = _median(ours), _median(theirs)
         diff = 100.0 * (a - b) / b if a is not None and b else None
-        agree &= diff is not None and abs(diff) <= within
-        print(f"{label:14} {_fmt(a):>10} {_fmt(b):>11} {_fmt(diff, '+.1f'):>8}")
+        paired = _median([100.0 * (x - y) / y for x, y in zip(ours, theirs, strict=False) if x is not None and y])
+        agree &= diff is not None and abs(diff) <= within and paired is not None and abs(paired) <= within
+        figures[key] = {"aiperf": ours, "vllm_bench": theirs, "median_aiperf": a, "median_vllm_bench": b,
+                        "diff_pct": diff, "paired_diff_pct": paired}
+        print(f"{label:14} {_fmt(a):>10} {_fmt(b):>11} {_fmt(diff, '+.1f'):>8} {_fmt(paired, '+.1f'):>14}")
     print(f"agree within {within:g} %: {'yes' if agree else 'NO'}")
-    return 0 if agree else 1
+    figures["within_pct"], figures["agree"] = within, agree
+    return (0 if agree else 1), figures
 
 
 def _median(values: list[float | None]) -> float | None:
