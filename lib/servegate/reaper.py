@@ -45,13 +45,19 @@ def reap(cluster: Cluster, only_stale: bool = False) -> list[str]:
     for node in cluster.nodes:
         host = NodeHost(node)
         groups: dict[int, str] = {}
+        live: set[int] = set()  # groups holding a process of a run whose controller is alive
         for pid in leftover_pids(host):
-            if only_stale and _owner_alive(_environ_value(host, pid, OWNER_VAR)):
-                continue
+            run_id = _environ_value(host, pid, RUN_ID_VAR)
             pgid = host.run(f"ps -o pgid= -p {pid}").stdout.strip()
-            if pgid.isdigit():
-                groups[int(pgid)] = _environ_value(host, pid, RUN_ID_VAR) or "?"
+            if run_id is None or not pgid.isdigit():
+                continue  # exited since listed (a zombie's environ reads empty)
+            if only_stale and _owner_alive(_environ_value(host, pid, OWNER_VAR)):
+                live.add(int(pgid))
+            else:
+                groups[int(pgid)] = run_id
         for pgid, run_id in groups.items():
+            if pgid in live:
+                continue
             gone = host.kill_group(pgid, grace_s=10)
             report.append(f"{node.name}: run {run_id} process group {pgid} {'killed' if gone else 'SURVIVED'}")
         report += reap_containers(host, only_stale)
