@@ -4,7 +4,7 @@
 # AIPerf-vs-vllm-bench fidelity benchmark on FIDELITY_RECIPE while the machine is quiet, then the scenario
 # suite for the given recipes (device-h100-suite.sh). Meant to run detached (setsid nohup) so it outlives the device tool's
 # 10-minute commands; progress goes to RESULTS/session.log, "session done" ends it.
-# Usage: bash recipes/clusters/device-h100-session.sh MD5 RECIPE...
+# Usage: bash recipes/clusters/device-h100-session.sh MD5 [RECIPE...]   (no recipe: fidelity only)
 # Env: PIECES (/tmp/wh), RESULTS (/tmp/sg-results), FIDELITY_RECIPE (recipes/gpu-hybrid-fp8-graphs.yaml),
 #      FIDELITY_ARGS (--isl 128 --osl 64 --concurrency 8 --requests 512 --rounds 3 --warmup 1)
 set -uo pipefail
@@ -34,8 +34,10 @@ PYTHONPATH="/tmp/site:$repo/lib" python3 -m servegate.throughput.bench_fidelity 
   > "$results/fidelity.txt" 2>&1
 log "fidelity exit $?: $(tail -4 "$results/fidelity.txt" | tr '\n' ' ')"
 cd "$repo"
-log "suite: $*"
-RESULTS="$results" bash "$repo/recipes/clusters/device-h100-suite.sh" "$@" >> "$results/session.log" 2>&1
+if [ $# -gt 0 ]; then
+  log "suite: $*"
+  RESULTS="$results" bash "$repo/recipes/clusters/device-h100-suite.sh" "$@" >> "$results/session.log" 2>&1
+fi
 
 /tmp/site/bin/ray stop --force > /dev/null 2>&1
 log "session done"
