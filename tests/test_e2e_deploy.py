@@ -79,7 +79,10 @@ def test_failed_start_reports_exit_keeps_logs_and_leaves_nothing(tmp_path):
 
 
 def test_interrupted_run_tears_down_and_records_it(tmp_path):
-    child = child_pytest(tmp_path, "--sg-recipe", str(LOCAL_RECIPE), "-k", "serve", start_new_session=True)
+    # A background job of a non-interactive shell (nohup ... &) starts with SIGINT ignored, and Python keeps
+    # it ignored: give the child the default disposition, as a terminal's Ctrl-C would find it.
+    child = child_pytest(tmp_path, "--sg-recipe", str(LOCAL_RECIPE), "-k", "serve", start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     run = None
     while time.monotonic() < deadline:
