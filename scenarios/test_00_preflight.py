@@ -1,7 +1,5 @@
 """Step 0, preflight: every node answers, its software is known, the port is free, the disk has room."""
 
-import shlex
-
 import pytest
 
 from servegate.errors import NodeError
@@ -30,20 +28,18 @@ def test_versions_recorded(node, environments, stack):
     assert stack.run.data["nodes"][node.name]["versions"] == versions
 
 
-def test_serve_port_free(node, rendered):
+def test_serve_port_free(node, rendered, preflight):
     if not any(launch.role == "serve" for launch in rendered.launches_for(node.node)):
         pytest.skip(f"not applicable: node {node.name} runs no API server")
-    port = rendered.port
-    listeners = node.run(f"ss -Htln 'sport = :{port}'").stdout.strip()
-    assert not listeners, f"node {node.name}: port {port} is already in use:\n{listeners}"
+    found = preflight[node.name]
+    assert not found.listeners, f"node {node.name}: port {rendered.port} is already in use:\n{found.listeners}"
+    assert not [p for p in found.problems if "did not answer" in p or "ss failed" in p], found.problems
 
 
-def test_disk_for_model(node, recipe):
-    workdir = node.home_path(node.node.workdir)
-    node.run(f"mkdir -p {shlex.quote(workdir)}")
-    result = node.run(f"df -Pk {shlex.quote(workdir)} | tail -1")
-    if not result.ok:
-        raise NodeError(f"df failed on {workdir}: {result.stderr}")
-    free_gib = int(result.stdout.split()[3]) / 2**20
+def test_disk_for_model(node, recipe, preflight):
+    found = preflight[node.name]
+    if found.free_gib is None:
+        raise NodeError(f"node {node.name}: free disk unknown: {found.problems}")
     floor = recipe.expect.min_free_disk_gib
-    assert free_gib >= floor, f"node {node.name}: {free_gib:.1f} GiB free at {workdir}, recipe needs {floor} GiB"
+    assert found.free_gib >= floor, \
+        f"node {node.name}: {found.free_gib:.1f} GiB free at {node.node.workdir}, recipe needs {floor} GiB"

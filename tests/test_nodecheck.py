@@ -105,3 +105,17 @@ def test_container_image_and_start_env_are_read_for_real(tmp_path, base_containe
     assert "node local: VLLM_CPU_KVCACHE_SPACE expected '1', seen <missing>" in wrong.problems
     gone = check_node(host, NodeCheck(str(tmp_path), container="servegate-nodecheck-absent"))
     assert "container servegate-nodecheck-absent not found" in gone.problems[0]
+
+
+def test_a_session_gives_the_same_batch_results_and_reports_a_timeout_or_a_closed_shell():
+    from servegate.nodes import sessions
+    host = NodeHost(Node(name="here", role="head", host="local://", fabric_ip="127.0.0.1"))
+    commands = {"out": "echo hi; echo err >&2; exit 3", "lines": "printf 'x\\ny'", "missing": "cat /nonexistent"}
+    fresh = host.run_batch(commands)
+    with sessions({"here": host}):
+        assert host.run_batch(commands) == fresh
+        session = host._session
+        assert session.run("sleep 5", timeout=0.5).rc == 124  # and the session is closed
+        assert session.run("echo again").rc == 255
+    assert host._session is None
+    assert host.run_batch(commands) == fresh  # back to one round trip per batch

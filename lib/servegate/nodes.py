@@ -7,10 +7,16 @@ An unreachable node is a different error (`NodeUnreachable`) from a command that
 from __future__ import annotations
 
 import base64
+import os
 import re
+import secrets
+import select
 import shlex
 import subprocess
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import testinfra
@@ -77,12 +83,88 @@ def parse_batch(commands: dict[str, str], result: Result) -> dict[str, Result]:
             for name, command in commands.items()}
 
 
+SESSION_MARK = "SERVEGATE-SESSION-DONE"
+
+
+class Session:
+    """A long-lived bash on the node, fed commands on stdin, like an SSH ControlMaster: a round trip then costs
+    what the command costs, not a new `docker exec` or ssh handshake. Output framing: each command's stdout,
+    then a line `MARK-<token> <rc>`; its stderr is dropped (batches carry their commands' stderr in stdout)."""
+
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def run(self, command: str, timeout: float = 600) -> Result:
+        token = f"{SESSION_MARK}-{secrets.token_hex(6)}"
+        line = f"( {command} ) 2>/dev/null </dev/null; printf '\\n{token} %s\\n' $?\n"
+        try:
+            self.proc.stdin.write(line.encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError) as exc:  # ValueError: the session was closed here
+            return Result(255, "", f"session closed: {exc}", command)
+        return self._read_until(token, command, time.monotonic() + timeout)
+
+    def _read_until(self, token: str, command: str, deadline: float) -> Result:
+        buffer = b""
+        needle = f"\n{token} ".encode()
+        fd = self.proc.stdout.fileno()
+        while needle not in buffer or not buffer.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                self.close()
+                return Result(124, buffer.decode(errors="replace"), "session command timed out", command)
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return Result(255, buffer.decode(errors="replace"), "session closed by the node", command)
+            buffer += chunk
+        out, _, tail = buffer.partition(needle)
+        rc = tail.split()[0].decode() if tail.split() else "255"
+        return Result(int(rc) if rc.isdigit() else 255, out.decode(errors="replace"), "", command)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def sessions(hosts: dict[str, NodeHost]) -> Iterator[dict[str, NodeHost]]:
+    """Open a Session on every node at once (its setup is the connection, not the checks); close them all."""
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        list(pool.map(lambda host: host.open_session(), hosts.values()))
+    try:
+        yield hosts
+    finally:
+        for host in hosts.values():
+            host.close_session()
+
+
 class NodeHost:
     """One node, reached through its testinfra backend."""
 
     def __init__(self, node: Node):
         self.node = node
         self._host = None
+        self._session: Session | None = None
+
+    def open_session(self) -> None:
+        from servegate.transport import command_argv
+        if self._session is None:
+            self._session = Session(command_argv(self.node.host, "exec bash"))
+            if "servegate-ping" not in self._session.run("echo servegate-ping", timeout=60).stdout:
+                self.close_session()
+                raise NodeUnreachable("could not open a session on the node", where=Location(node=self.name),
+                                      fix=f"check that {self.node.host} is reachable")
+
+    def close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     @property
     def name(self) -> str:
@@ -110,7 +192,10 @@ class NodeHost:
     def run_batch(self, commands: dict[str, str], timeout: float | None = None) -> dict[str, Result]:
         """Run several commands in ONE round trip to the node, each in its own subshell, one after another;
         each gets its own rc/stdout/stderr. A round trip (docker exec, ssh) costs far more than df or ss."""
-        result = self.run(batch_script(commands), timeout=timeout)
+        if self._session is not None:
+            result = self._session.run(batch_script(commands), timeout=timeout or 600)
+        else:
+            result = self.run(batch_script(commands), timeout=timeout)
         return parse_batch(commands, result)
 
     def _raise_if_container_down(self) -> None:

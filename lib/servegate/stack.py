@@ -229,6 +229,20 @@ class Stack:
         """Ray across every node (head on the head's fabric IP); stays up until close()."""
         return self.docker.ray_cluster()
 
+    def preflight(self, min_free_gib: float, rendered: Rendered) -> dict:
+        """nodecheck on every node at once over one session each: {node: NodeCheckReport}."""
+        from servegate.nodecheck import NodeCheck, check_nodes
+        from servegate.nodes import sessions
+        checks = {}
+        for node in self.cluster.nodes:
+            serves = any(launch.role == "serve" for launch in rendered.launches_for(node))
+            checks[node.name] = NodeCheck(node.workdir, min_free_gib, port=rendered.port if serves else None)
+        with self.phase("node checks"), sessions(dict(self.hosts)):
+            reports = check_nodes(self.hosts, checks)
+        self.run.update("node_checks", value={name: {"seconds": round(r.seconds, 3), "problems": r.problems}
+                                               for name, r in reports.items()})
+        return reports
+
     def deployment_ray(self):
         """A view of the Ray head a host-runtime deployment launched (role ray-head); it stops with vLLM."""
         from servegate.ray import RayCluster
