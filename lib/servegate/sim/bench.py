@@ -9,8 +9,9 @@ every node in parallel): reach the node, disk, serve port, the image and start e
 folder manifest. Each size is timed twice: cold (a new `docker exec` per node per round) and over a session
 per node (one long-lived shell each, opened first and timed apart as the connection, like SSH's
 ControlMaster); the headline figures are the session ones. Target: 8 nodes within 2x one node. Every
-simulated node runs on this machine's cores, so the table also shows the CPU one node's checks cost (docker
-exec, dockerd, containerd, the commands) and the floor that puts under N nodes: N x CPU per node / cores.
+simulated node runs on this machine's cores, so the table also shows the CPU one node's checks cost (the whole
+machine's CPU time while they ran: docker exec, dockerd, containerd, the commands) and the floor that
+puts under N nodes: N x CPU per node / cores.
 Prints a table and writes JSON with --out.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -91,37 +91,20 @@ def cpu_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def docker_cpu_s() -> float:
-    """CPU seconds spent so far by the docker machinery on this machine (dockerd, containerd and the shims,
-    with the commands they reaped: every `docker exec` and what it ran, on every simulated node) plus this
-    process's reaped children (the docker CLI)."""
-    ticks = 0
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_file.read_text()
-        except OSError:
-            continue  # the process ended meanwhile
-        comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-        if comm.startswith(("dockerd", "containerd")):
-            ticks += sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ticks / os.sysconf("SC_CLK_TCK") + children.ru_utime + children.ru_stime
-
-
 def time_checks(hosts: dict[str, NodeHost], image_id: str, repeat: int, sequential: bool = False) -> dict:
     """Wall time of each round of checks on every node in parallel, how busy the CPUs were meanwhile, and
     the CPU one node's checks cost."""
     checks = {name: node_check(name, image_id) for name in hosts}
     times = []
     busy0, total0 = cpu_busy()
-    cpu0 = docker_cpu_s()
     for _ in range(repeat):
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=1 if sequential else len(hosts)) as pool:
             list(pool.map(lambda name: node_checks(hosts[name], checks[name]), hosts))
         times.append(time.monotonic() - started)
-    cpu_per_node = (docker_cpu_s() - cpu0) / (repeat * len(hosts))
     busy1, total1 = cpu_busy()
+    # machine-wide CPU time (all cores) while the checks ran: every simulated node's work runs on this machine
+    cpu_per_node = (busy1 - busy0) / os.sysconf("SC_CLK_TCK") / (repeat * len(hosts))
     return {"times": times, "busy": (busy1 - busy0) / max(1, total1 - total0), "cpu_per_node": cpu_per_node}
 
 
