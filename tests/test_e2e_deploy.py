@@ -100,3 +100,16 @@ def test_interrupted_run_tears_down_and_records_it(tmp_path):
     assert leftover_processes(run) == [], textwrap.shorten(output, 2000)
     assert json.loads((run / "run.json").read_text())["verdict"] == "interrupted"
     assert (run / "logs" / "local-serve.log").is_file()
+
+
+def test_preflight_fails_naming_node_and_port_when_the_serve_port_is_taken(tmp_path):
+    import socket
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        child = child_pytest(tmp_path, "--sg-recipe", str(LOCAL_RECIPE), "--sg-set", f"port={port}",
+                             "-k", "port_free")
+        output, _ = child.communicate(timeout=600)
+    assert child.returncode == 1, output[-3000:]
+    assert f"node local: port {port} is already in use" in output, output[-3000:]
