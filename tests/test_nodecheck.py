@@ -92,7 +92,10 @@ def base_container():
 
 
 @pytest.mark.container
-def test_container_image_and_start_env_are_read_for_real(tmp_path, base_container):
+@pytest.mark.parametrize("via", ["engine socket", "docker cli"])
+def test_container_image_and_start_env_are_read_for_real(tmp_path, base_container, via, monkeypatch):
+    if via == "docker cli":  # DOCKER_HOST set: the check leaves the socket to the CLI
+        monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
     host, name = base_container
     image_id = local_image_id(BASE_IMAGE)
     good = check_node(host, NodeCheck(str(tmp_path), container=name, image_id=image_id,

@@ -2,9 +2,10 @@
 
 A round trip to a node (docker exec, ssh) costs far more than what it runs (df, ss, sha256sum of a model
 folder): measured on the simulated cluster, one `docker exec` is ~60 ms of CPU and a docker CLI call
-inside the node ~30 ms more. So the checks of one node go out as one batch (NodeHost.run_batch), with one
-docker CLI call for the node's container (the image it runs and the env it started with), and the nodes
-are checked in parallel threads. Each check still reads the real state and reports what it saw.
+inside the node ~28 ms more. So the checks of one node go out as one batch (NodeHost.run_batch, over the
+node's Session where one is open), the container (the image it runs and the env it started with) is read
+from the engine's socket with curl where it can (~8 ms), and the nodes are checked in parallel threads.
+Each check still reads the real state and reports what it saw.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,7 +23,17 @@ from servegate.nodes import NodeHost, Result
 from servegate.weights import Manifest, manifest_script, parse_manifest
 
 PING = "servegate-ping"
-CONTAINER_FORMAT = "{{.Image}} {{json .Config.Env}}"
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def container_command(name: str) -> str:
+    """The container's inspect JSON: straight from the engine's socket with curl where it can (a third of the
+    docker CLI's CPU, and this runs in every check round), else `docker container inspect`."""
+    quoted = shlex.quote(name)
+    api = shlex.quote(f"http://docker/containers/{urllib.parse.quote(name, safe='')}/json")
+    return (f'if [ -z "${{DOCKER_HOST:-}}" ] && [ -S {DOCKER_SOCKET} ] && command -v curl >/dev/null; then '
+            f"curl -sS --unix-socket {DOCKER_SOCKET} {api}; "
+            f"else docker container inspect {quoted}; fi")
 
 
 @dataclass
@@ -39,12 +51,11 @@ class NodeCheck:
     def commands(self) -> dict[str, str]:
         commands = {"reach": f"echo {PING}"}
         workdir = shell_path(self.workdir)
-        commands["disk"] = f"mkdir -p {workdir} && df -Pk {workdir} | tail -1"
+        commands["disk"] = f"mkdir -p {workdir} && df -Pk {workdir}"
         if self.port is not None:
             commands["port"] = f"ss -Htln {shlex.quote(f'sport = :{int(self.port)}')}"
         if self.container:
-            fmt, name = shlex.quote(CONTAINER_FORMAT), shlex.quote(self.container)
-            commands["container"] = f"docker container inspect --format {fmt} {name}"
+            commands["container"] = container_command(self.container)
         if self.model_path:
             commands["weights"] = manifest_script(self.model_path)
         return commands
@@ -97,7 +108,7 @@ def failure(result: Result) -> str:
 
 
 def read_disk(report: NodeCheckReport, check: NodeCheck, result: Result) -> None:
-    fields = result.stdout.split()
+    fields = (result.stdout.strip().splitlines() or [""])[-1].split()
     if not result.ok or len(fields) < 4 or not fields[3].isdigit():
         report.problems.append(f"node {report.node}: df of {check.workdir} failed ({failure(result)})")
         return
@@ -116,15 +127,20 @@ def read_port(report: NodeCheckReport, check: NodeCheck, result: Result) -> None
 
 
 def read_container(report: NodeCheckReport, check: NodeCheck, result: Result) -> None:
-    image_id, _, env_json = result.stdout.strip().partition(" ")
-    if not result.ok or not env_json:
-        report.problems.append(f"node {report.node}: container {check.container} not found ({failure(result)})")
+    try:
+        seen = json.loads(result.stdout) if result.ok else None
+    except json.JSONDecodeError:
+        seen = None
+    seen = seen[0] if isinstance(seen, list) and seen else seen
+    if not isinstance(seen, dict) or "Config" not in seen:
+        why = seen.get("message") if isinstance(seen, dict) else failure(result)
+        report.problems.append(f"node {report.node}: container {check.container} not found ({why})")
         return
-    report.image_id = image_id
+    image_id = report.image_id = seen.get("Image", "")
     if check.image_id and image_id != check.image_id:
         report.problems.append(f"node {report.node}: container {check.container} runs image {image_id[:19]}, "
                                f"expected {check.image_id[:19]}")
-    env = dict(item.split("=", 1) for item in json.loads(env_json) if "=" in item)
+    env = dict(item.split("=", 1) for item in seen["Config"].get("Env") or [] if "=" in item)
     report.env = env_findings(report.node, env, check.env)
     report.problems += [str(finding) for finding in report.env]
 

@@ -6,7 +6,6 @@ An unreachable node is a different error (`NodeUnreachable`) from a command that
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import secrets
@@ -50,33 +49,39 @@ def quote(argv: list[str]) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def batch_script(commands: dict[str, str]) -> str:
-    """One bash invocation running every command in a subshell (stdin /dev/null), then printing per command one
-    line `MARK name rc base64(stdout) base64(stderr)`: outputs of any shape survive the framing."""
+def batch_script(commands: dict[str, str], boundary: str) -> str:
+    """One shell script running every command in its own subshell (stdin /dev/null), one after another.
+
+    Framing costs no process per command beyond the subshells: a command's stdout goes straight out, its
+    stderr is captured in a variable, then comes `\\n<boundary> name rc\\n<stderr>\\n<boundary> end\\n`. A
+    random boundary per batch (new_boundary) means no output can forge it. Run it with `bash -c` or in a Session."""
     bad = [name for name in commands if not BATCH_NAME.match(name)]
     if bad:
         raise ValueError(f"batch command names must match {BATCH_NAME.pattern}: {bad}")
-    lines = ['sg_d=$(mktemp -d) || exit 1', 'trap \'rm -rf "$sg_d"\' EXIT']
+    lines = ["exec 3>&1"]
     for name, command in commands.items():
         lines += [
-            "(",
+            "sg_err=$( (",
             command,
-            ') > "$sg_d/o" 2> "$sg_d/e" < /dev/null',
-            "sg_rc=$?",
-            f'printf \'{BATCH_MARK} {name} %s %s %s\\n\' "$sg_rc" "$(base64 -w0 < "$sg_d/o")" '
-            '"$(base64 -w0 < "$sg_d/e")"',
+            ") 2>&1 1>&3 </dev/null; printf '.%s' \"$?\" ) 3>&1",
+            f"printf '\\n{boundary} {name} %s\\n%s\\n{boundary} end\\n' \"${{sg_err##*.}}\" \"${{sg_err%.*}}\"",
         ]
-    return "bash -c " + shlex.quote("\n".join(lines))
+    return "\n".join(lines)
 
 
-def parse_batch(commands: dict[str, str], result: Result) -> dict[str, Result]:
+def new_boundary() -> str:
+    return f"{BATCH_MARK}-{secrets.token_hex(8)}"
+
+
+def parse_batch(commands: dict[str, str], boundary: str, result: Result) -> dict[str, Result]:
     """Per-command results of a batch; a command the batch did not reach gets the batch's own exit and stderr."""
+    mark = re.escape(boundary)
+    record = re.compile(rf"(.*?)\n{mark} ([A-Za-z0-9_.-]+) (\d+)\n(.*?)\n{mark} end\n", re.S)
     seen: dict[str, Result] = {}
-    for line in result.stdout.splitlines():
-        fields = line.split(" ")
-        if len(fields) == 5 and fields[0] == BATCH_MARK and fields[1] in commands:
-            out, err = (base64.b64decode(f).decode(errors="replace") for f in fields[3:])
-            seen[fields[1]] = Result(int(fields[2]), out, err, commands[fields[1]])
+    for match in record.finditer(result.stdout):
+        out, name, rc, err = match.groups()
+        if name in commands:
+            seen[name] = Result(int(rc), out, err, commands[name])
     unreached = result.rc if result.rc != 0 else 1
     return {name: seen.get(name) or Result(unreached, "", f"batch ended before this command: {result.stderr}",
                                            command)
@@ -97,7 +102,7 @@ class Session:
 
     def run(self, command: str, timeout: float = 600) -> Result:
         token = f"{SESSION_MARK}-{secrets.token_hex(6)}"
-        line = f"( {command} ) 2>/dev/null </dev/null; printf '\\n{token} %s\\n' $?\n"
+        line = f"(\n{command}\n) 2>/dev/null </dev/null; printf '\\n{token} %s\\n' $?\n"
         try:
             self.proc.stdin.write(line.encode())
             self.proc.stdin.flush()
@@ -192,11 +197,13 @@ class NodeHost:
     def run_batch(self, commands: dict[str, str], timeout: float | None = None) -> dict[str, Result]:
         """Run several commands in ONE round trip to the node, each in its own subshell, one after another;
         each gets its own rc/stdout/stderr. A round trip (docker exec, ssh) costs far more than df or ss."""
+        boundary = new_boundary()
+        script = batch_script(commands, boundary)
         if self._session is not None:
-            result = self._session.run(batch_script(commands), timeout=timeout or 600)
+            result = self._session.run(script, timeout=timeout or 600)
         else:
-            result = self.run(batch_script(commands), timeout=timeout)
-        return parse_batch(commands, result)
+            result = self.run("bash -c " + shlex.quote(script), timeout=timeout)
+        return parse_batch(commands, boundary, result)
 
     def _raise_if_container_down(self) -> None:
         """testinfra's docker backend reports a stopped or missing node container as a failed command."""

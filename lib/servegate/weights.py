@@ -21,18 +21,28 @@ FULL_HASH_LIMIT = 20 * 2**30
 SAMPLE_BYTES = 64 * 2**20
 ABSENT_RC = 3
 
-# Prints "size<TAB>path" per file, then "hash<TAB>path" per file, relative to the folder.
+# Prints "size<TAB>bytes<TAB>path" per file, then "full|sampled<TAB>hash<TAB>path" per file, relative to the
+# folder. Few processes (find, sha256sum): it runs in every node check round.
 MANIFEST_SCRIPT = r"""
 set -euo pipefail
 cd {path} 2>/dev/null || exit {absent}
-total=$(find . -type f -printf '%s\n' | awk '{{s+=$1}} END {{print s+0}}')
-find . -type f -printf 'size\t%s\t%P\n' | LC_ALL=C sort -t$'\t' -k3
+sizes=() names=() total=0
+while IFS=$'\t' read -r -d '' size name; do
+  sizes+=("$size"); names+=("$name"); total=$((total + size))
+  printf 'size\t%s\t%s\n' "$size" "$name"
+done < <(find . -type f -printf '%s\t%P\0')
+wait $!
+[ "${{#names[@]}}" -gt 0 ] || exit 0
 if [ "$total" -le {limit} ]; then
-  find . -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 -r sha256sum | sed 's/^/full\t/; s/  /\t/'
+  while IFS= read -r line; do
+    printf 'full\t%s\t%s\n' "${{line:0:64}}" "${{line:66}}"
+  done < <(sha256sum -- "${{names[@]}}")
+  wait $!
 else
-  find . -type f -printf '%P\0' | LC_ALL=C sort -z | while IFS= read -r -d '' f; do
-    h=$( {{ stat -c %s "$f"; head -c {sample} "$f"; tail -c {sample} "$f"; }} | sha256sum | cut -d' ' -f1)
-    printf 'sampled\t%s\t%s\n' "$h" "$f"
+  for i in "${{!names[@]}}"; do
+    f=${{names[$i]}}
+    h=$( {{ printf '%s\n' "${{sizes[$i]}}"; head -c {sample} -- "$f"; tail -c {sample} -- "$f"; }} | sha256sum )
+    printf 'sampled\t%s\t%s\n' "${{h%% *}}" "$f"
   done
 fi
 """
