@@ -385,4 +385,46 @@ def test_fidelity_report_uses_medians_and_paired_differences(tmp_path, capsys):
     off = {"aiperf": [level("aiperf", 1000, 25)], "vllm-bench": [level("vllm-bench", 1000, 30)]}
     code, figures = report(off, 3.0, tmp_path)
     assert code == 1 and round(figures["ttft_ms_p50"]["diff_pct"], 1) == -16.7
-    assert "agree within 3 %: NO" in capsys.readouterr().out
+    assert "agree within 3 % (pooled and paired): NO" in capsys.readouterr().out
+
+
+def write_saved_turn(run_dir, concurrency, tool, index, tps, seconds, ttfts_ms):
+    """One turn's raw files in each tool's own format, as bench_fidelity saves them."""
+    import json
+
+    level = run_dir / "fidelity" / f"fidelity-c{concurrency}-{tool}-r{index}" / f"c{concurrency}"
+    level.mkdir(parents=True)
+    if tool == "aiperf":
+        records = [{"metadata": {"benchmark_phase": "profiling"},
+                    "metrics": {"time_to_first_token": {"value": t, "unit": "ms"}}} for t in ttfts_ms]
+        (level / "profile_export.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        ordered = sorted(ttfts_ms)
+        (level / "profile_export_aiperf.json").write_text(json.dumps({
+            "request_count": {"avg": len(ttfts_ms)}, "benchmark_duration": {"avg": seconds},
+            "output_token_throughput": {"avg": tps}, "time_to_first_token": {"p50": ordered[len(ordered) // 2]}}))
+    else:
+        (level / "vllm_bench.json").write_text(json.dumps({
+            "completed": len(ttfts_ms), "failed": 0, "duration": seconds, "output_throughput": tps,
+            "p50_ttft_ms": sorted(ttfts_ms)[len(ttfts_ms) // 2],
+            "ttfts": [t / 1000 for t in ttfts_ms], "errors": [""] * len(ttfts_ms)}))
+
+
+def test_fidelity_pools_every_request_of_the_kept_turns_from_the_tools_own_files(tmp_path, capsys):
+    from servegate.throughput.bench_fidelity import report_run, saved_turns
+
+    write_saved_turn(tmp_path, 2, "aiperf", 1, 10.0, 1.0, [900, 900, 900])  # warm-up: left out
+    write_saved_turn(tmp_path, 2, "vllm-bench", 1, 99.0, 1.0, [1, 1, 1])
+    write_saved_turn(tmp_path, 2, "aiperf", 2, 100.0, 10.0, [10, 11, 30])
+    write_saved_turn(tmp_path, 2, "vllm-bench", 2, 101.0, 10.0, [10, 11, 31])
+    write_saved_turn(tmp_path, 2, "aiperf", 3, 200.0, 30.0, [20, 21, 40])
+    write_saved_turn(tmp_path, 2, "vllm-bench", 3, 198.0, 30.0, [20, 21, 41])
+    turns = saved_turns(tmp_path, warmup=1)
+    assert list(turns) == [2] and [lv.output_tps for lv in turns[2]["aiperf"]] == [100.0, 200.0]
+    assert report_run(tmp_path, warmup=1, within=3.0) == 0
+    out = capsys.readouterr().out
+    # pooled tok/s = (100*10 + 200*30) / 40 = 175; pooled TTFT p50 = median of 6 requests = (20 + 21) / 2
+    assert "output tok/s      150.0       149.5    +0.3 |          175.0       173.8    +0.7 |          +0.0" in out
+    assert "TTFT p50 ms        16.0        16.0    +0.0 |           20.5        20.5    +0.0 |          +0.0" in out
+    write_saved_turn(tmp_path, 4, "aiperf", 2, 100.0, 10.0, [10, 10, 10])
+    write_saved_turn(tmp_path, 4, "vllm-bench", 2, 100.0, 10.0, [12, 12, 12])
+    assert report_run(tmp_path, warmup=1, within=3.0) == 1  # TTFT 10 ms against 12 ms at concurrency 4

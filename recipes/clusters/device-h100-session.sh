@@ -5,8 +5,8 @@
 # suite for the given recipes (device-h100-suite.sh). Meant to run detached (setsid nohup) so it outlives the device tool's
 # 10-minute commands; progress goes to RESULTS/session.log, "session done" ends it.
 # Usage: bash recipes/clusters/device-h100-session.sh MD5 [RECIPE...]   (no recipe: fidelity only)
-# Env: PIECES (/tmp/wh), RESULTS (/tmp/sg-results), FIDELITY_RECIPE (recipes/gpu-hybrid-fp8-graphs.yaml),
-#      FIDELITY_ARGS (--isl 128 --osl 64 --concurrency 8 --requests 512 --rounds 3 --warmup 1)
+# Env: PIECES (/tmp/wh), RESULTS (/tmp/sg-results), FIDELITY_RECIPE (recipes/gpu-bench-dense.yaml: GPU-bound),
+#      FIDELITY_ARGS (--isl 128 --osl 64 --concurrency 8 1 --requests 96 --rounds 5 --warmup 1)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 pieces=${PIECES:-/tmp/wh}
@@ -26,11 +26,11 @@ AIPERF_WHEELS=/tmp/wheels/aiperf-need bash "$repo/recipes/clusters/device-h100-s
   /tmp/wheels/vllm-0.25.0-cp312 /tmp/site >> "$results/session.log" 2>&1 || { log "setup failed"; exit 1; }
 export SERVEGATE_AIPERF=/tmp/aiperf-site/bin/aiperf
 
-log "fidelity: ${FIDELITY_RECIPE:-recipes/gpu-hybrid-fp8-graphs.yaml}"
+log "fidelity: ${FIDELITY_RECIPE:-recipes/gpu-bench-dense.yaml}"
 cd "$repo"
 PYTHONPATH="/tmp/site:$repo/lib" python3 -m servegate.throughput.bench_fidelity \
-  --recipe "${FIDELITY_RECIPE:-recipes/gpu-hybrid-fp8-graphs.yaml}" --results "$results" \
-  ${FIDELITY_ARGS:---isl 128 --osl 64 --concurrency 8 --requests 512 --rounds 3 --warmup 1} \
+  --recipe "${FIDELITY_RECIPE:-recipes/gpu-bench-dense.yaml}" --results "$results" \
+  ${FIDELITY_ARGS:---isl 128 --osl 64 --concurrency 8 1 --requests 96 --rounds 5 --warmup 1} \
   > "$results/fidelity.txt" 2>&1
 log "fidelity exit $?: $(tail -4 "$results/fidelity.txt" | tr '\n' ' ')"
 cd "$repo"

@@ -99,6 +99,12 @@ def parse(out_dir: Path, workload: Workload, concurrency: int) -> LevelResult:
     return result
 
 
+def request_ttfts_ms(out_dir: Path) -> list[float]:
+    """TTFT of every successful request of the level, in ms, from AIPerf's per-request records."""
+    values = (_metric(r, "time_to_first_token") for r in _records(out_dir / RECORDS) if not r.get("error"))
+    return [v for v in values if v is not None]
+
+
 def _stat(data: dict, name: str, key: str) -> float | None:
     entry = data.get(name)
     return number(entry.get(key)) if isinstance(entry, dict) else None

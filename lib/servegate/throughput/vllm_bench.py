@@ -86,6 +86,16 @@ def parse(out_dir: Path, workload: Workload, concurrency: int) -> LevelResult:
     return result
 
 
+def request_ttfts_ms(out_dir: Path) -> list[float]:
+    """TTFT of every successful request of the level, in ms (vLLM saves seconds, per request)."""
+    path = out_dir / RESULT
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    errors = data.get("errors") or [""] * len(data.get("ttfts", []))
+    return [1000.0 * t for t, e in zip(data.get("ttfts", []), errors, strict=False) if not e and t]
+
+
 def _per_user_p50(data: dict) -> float | None:
     """Per request (output tokens - 1) / (latency - ttft), as AIPerf's output_token_throughput_per_user."""
     rates = []
