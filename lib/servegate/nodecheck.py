@@ -27,7 +27,7 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def container_command(name: str) -> str:
-    """The container's inspect JSON: straight from the engine's socket with curl where it can (a third of the
+    """The container's inspect JSON: straight from the engine's socket with curl where it can (under half the
     docker CLI's CPU, and this runs in every check round), else `docker container inspect`."""
     quoted = shlex.quote(name)
     api = shlex.quote(f"http://docker/containers/{urllib.parse.quote(name, safe='')}/json")

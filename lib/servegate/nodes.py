@@ -63,7 +63,7 @@ def batch_script(commands: dict[str, str], boundary: str) -> str:
         lines += [
             "sg_err=$( (",
             command,
-            ") 2>&1 1>&3 </dev/null; printf '.%s' \"$?\" ) 3>&1",
+            ") 2>&1 1>&3 </dev/null; printf '.%s' \"$?\" )",  # fd 3: the batch's stdout (exec 3>&1 above)
             f"printf '\\n{boundary} {name} %s\\n%s\\n{boundary} end\\n' \"${{sg_err##*.}}\" \"${{sg_err%.*}}\"",
         ]
     return "\n".join(lines)
