@@ -2,7 +2,7 @@
 
 import pytest
 
-from servegate.ray import node_on
+from servegate.steps.ray import node_on
 
 
 def test_ray_node_count(ray_cluster, cluster):

@@ -10,8 +10,8 @@ container (the vLLM that will run), cached by image ID. Which node and image it 
 import pytest
 
 from servegate.errors import ServegateError
-from servegate.flags.gate import check_launches
 from servegate.flags.node import deploy_manifest, origin_line
+from servegate.flags.prelaunch import check_launches
 
 
 def test_flags_accepted(node, stack, environments, mods_applied, rendered, record_property):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from servegate.chat import flag_value, from_message, from_stream, leaked_markup
+from servegate.serve.chat import flag_value, from_message, from_stream, leaked_markup
 
 QUESTION = [{"role": "user", "content": "Please greet me."}]
 THINKING_OFF = {"chat_template_kwargs": {"enable_thinking": False}}

@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from servegate.chat import Reply, flag_value, from_message, from_stream, has_flag, leaked_markup, schema_errors
+from servegate.serve.chat import Reply, flag_value, from_message, from_stream, has_flag, leaked_markup, schema_errors
 
 WEATHER_TOOL = {
     "type": "function",

@@ -2,8 +2,8 @@
 
 import pytest
 
-from servegate.chat import from_message, has_flag
-from servegate.variants import without_flags
+from servegate.serve.chat import from_message, has_flag
+from servegate.serve.variants import without_flags
 
 pytestmark = pytest.mark.mtp
 DRAFTS = "vllm:spec_decode_num_draft_tokens_total"

@@ -7,7 +7,7 @@ from servegate.memory.heavy import heavy_spec, run_heavy
 from servegate.memory.recipe_plan import memory_expect
 from servegate.memory.timeline import save_run
 from servegate.memory.vllm_log import compare, parse_kv_log
-from servegate.render import render
+from servegate.render.command import render
 
 GIB = 2**30
 MAX_PLAN_ERROR_PCT = 5.0  # allocator-model prediction vs vLLM's logged KV capacity

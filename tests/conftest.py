@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from servegate.cluster import load_cluster
-from servegate.environment import pip_requirements, provision
-from servegate.nodes import NodeHost
-from servegate.recipe import load_recipe
+from servegate.config.cluster import load_cluster
+from servegate.config.recipe import load_recipe
+from servegate.nodes.host import NodeHost
+from servegate.runtimes.host import pip_requirements, provision
 
 ROOT = Path(__file__).resolve().parents[1]
 

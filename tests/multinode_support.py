@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servegate.cluster import load_cluster
-from servegate.images import build_image, build_spec
-from servegate.nodes import NodeHost
+from servegate.config.cluster import load_cluster
+from servegate.nodes.host import NodeHost
+from servegate.runtimes.images import build_image, build_spec
 from servegate.sim.cluster import SIM_LABEL, SimCluster, sim_down, sim_lock, sim_spec, sim_up
 from servegate.stack import Stack
 

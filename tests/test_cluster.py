@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from servegate.cluster import load_cluster, placeholder_addresses
+from servegate.config.cluster import load_cluster, placeholder_addresses
 from servegate.errors import ClusterError
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from servegate.cluster import load_cluster
-from servegate.nodes import NodeHost
-from servegate.server import RUN_ID_VAR
+from servegate.config.cluster import load_cluster
+from servegate.nodes.host import NodeHost
+from servegate.serve.deployment import RUN_ID_VAR
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_RECIPE = ROOT / "recipes" / "local-hybrid.yaml"

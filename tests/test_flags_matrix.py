@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from servegate.cluster import load_cluster
+from servegate.config.cluster import load_cluster
+from servegate.config.recipe import load_recipe
 from servegate.flags import findings as codes
 from servegate.flags import manifest, matrix
 from servegate.flags.check import Finding
-from servegate.nodes import NodeHost
-from servegate.recipe import load_recipe
+from servegate.nodes.host import NodeHost
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "data" / "recipes"

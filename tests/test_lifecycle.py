@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from servegate.cluster import load_cluster
+from servegate.config.cluster import load_cluster
 from servegate.errors import ServerExited, WaitTimeout
-from servegate.nodes import NodeHost
+from servegate.nodes.host import NodeHost
 from servegate.waits import Step, run_steps
 
 
@@ -34,8 +34,8 @@ def test_spawn_runs_with_env_file_and_kill_takes_the_whole_group(local_host, tmp
 
 
 def test_unreachable_node_is_its_own_error():
-    from servegate.cluster import Node
-    from servegate.nodes import NodeUnreachable
+    from servegate.config.cluster import Node
+    from servegate.nodes.host import NodeUnreachable
     host = NodeHost(Node(name="ghost", role="head", host="docker://servegate-no-such-container",
                          fabric_ip="127.0.0.1"))
     with pytest.raises(NodeUnreachable, match="ghost"):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servegate.cli import main as servegate_main
-from servegate.cluster import load_cluster
+from servegate.cli.main import main as servegate_main
+from servegate.config.cluster import load_cluster
+from servegate.config.recipe import load_recipe
 from servegate.memory.allocator import vllm_capacity
 from servegate.memory.flags import parse_bytes
 from servegate.memory.plan import GIB, PlanContext, build_plan
@@ -20,9 +21,8 @@ from servegate.memory.sampler import MemorySampler, parse_line, sample_rate
 from servegate.memory.shapes import all_shapes, shape_for_model, shape_from_config
 from servegate.memory.vllm_log import compare, parse_kv_log
 from servegate.memory.weights import read_header, summarize_headers
-from servegate.nodes import NodeHost
-from servegate.recipe import load_recipe
-from servegate.render import render
+from servegate.nodes.host import NodeHost
+from servegate.render.command import render
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = {  # what servegate generates for recipes/models/tiny-hybrid.yaml

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servegate.cluster import load_cluster
-from servegate.nodes import NodeHost
+from servegate.config.cluster import load_cluster
+from servegate.nodes.host import NodeHost
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_RECIPE = ROOT / "recipes" / "local-hybrid.yaml"

@@ -17,15 +17,15 @@ from multinode_support import (
     simulation,
 )
 
-from servegate.cluster import load_cluster
-from servegate.envcheck import parity
+from servegate.config.cluster import load_cluster
 from servegate.errors import ServegateError
-from servegate.images import local_image_id, remove_image
-from servegate.mods import ModError
-from servegate.nodes import NodeUnreachable
-from servegate.reaper import reap
-from servegate.runtime import EnvProbeError
+from servegate.nodes.host import NodeUnreachable
+from servegate.runtimes.docker import EnvProbeError
+from servegate.runtimes.images import local_image_id, remove_image
+from servegate.runtimes.reaper import reap
 from servegate.sim.cluster import sim_up, stop_node
+from servegate.steps.env_parity import parity
+from servegate.steps.mods import ModError
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
 WORKER = "sim-w1"

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from multinode_support import SIM_CLUSTER, simulation
 
-from servegate.cluster import Node, load_cluster
-from servegate.containers import ContainerPlan, remove_container, start_container
-from servegate.envcheck import missing_vars
-from servegate.images import local_image_id, node_image_id, remove_image, sync_image
-from servegate.nodes import NodeHost, NodeUnreachable
+from servegate.config.cluster import Node, load_cluster
+from servegate.nodes.container import ContainerPlan, remove_container, start_container
+from servegate.nodes.host import NodeHost, NodeUnreachable
+from servegate.runtimes.images import local_image_id, node_image_id, remove_image, sync_image
 from servegate.sim.base import BASE_IMAGE, ensure_base_image
-from servegate.weights import copy_folder, manifest
+from servegate.steps.env_parity import missing_vars
+from servegate.steps.model_folder import copy_folder, manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
 SSHD_PID = "/run/servegate-test-sshd.pid"

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from servegate.cluster import Node
-from servegate.containers import ContainerPlan, env_file_text
-from servegate.envcheck import parity, shown
+from servegate.config.cluster import Node
 from servegate.errors import NodeError
-from servegate.images import ImageBuild, content_hash, identity_problems, image_problems, repository
-from servegate.nodes import NodeHost
-from servegate.transport import command_argv, pipe_argvs
-from servegate.weights import manifest, problems
+from servegate.nodes.container import ContainerPlan, env_file_text
+from servegate.nodes.host import NodeHost
+from servegate.nodes.transport import command_argv, pipe_argvs
+from servegate.runtimes.images import ImageBuild, content_hash, identity_problems, image_problems, repository
+from servegate.steps.env_parity import parity, shown
+from servegate.steps.model_folder import manifest, problems
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = Node(name="here", role="head", host="local://", fabric_ip="127.0.0.1")
@@ -169,7 +169,7 @@ def test_engine_module_runs_without_servegate_installed():
 
 
 def test_ray_node_on_matches_fabric_ip_and_a_loopback_head_of_a_one_node_ray():
-    from servegate.ray import RayNode, node_on
+    from servegate.steps.ray import RayNode, node_on
     head, worker = RayNode("10.0.0.1", True, "a"), RayNode("10.0.0.2", True, "b")
     assert node_on([head, worker], "10.0.0.2") is worker
     assert node_on([head, worker], "10.0.0.3") is None
@@ -179,8 +179,8 @@ def test_ray_node_on_matches_fabric_ip_and_a_loopback_head_of_a_one_node_ray():
 
 
 def test_ray_node_name_maps_reported_addresses_to_cluster_nodes():
-    from servegate.cluster import load_cluster
-    from servegate.ray import node_name
+    from servegate.config.cluster import load_cluster
+    from servegate.steps.ray import node_name
     local = load_cluster(ROOT / "recipes/clusters/local.yaml")
     assert node_name(local, "192.0.2.2", ["192.0.2.2"]) == local.head.name  # loopback head, one Ray node
     sim = load_cluster(ROOT / "recipes/clusters/sim-2.yaml")

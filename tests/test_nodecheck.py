@@ -1,4 +1,4 @@
-"""Node checks in one round trip (servegate.nodecheck): each batched command keeps its own exit status and
+"""Node checks in one round trip (servegate.nodes.check): each batched command keeps its own exit status and
 output, and every check still fails on the real fault (port taken, folder absent or differing, container
 with a missing var or another image). On this machine (local://) and, with a docker engine, a real container.
 """
@@ -10,13 +10,13 @@ import subprocess
 
 import pytest
 
-from servegate.cluster import Node
-from servegate.containers import ContainerPlan, remove_container, start_container
-from servegate.images import local_image_id
-from servegate.nodecheck import NodeCheck, check_node, check_nodes
-from servegate.nodes import NodeHost
+from servegate.config.cluster import Node
+from servegate.nodes.check import NodeCheck, check_node, check_nodes
+from servegate.nodes.container import ContainerPlan, remove_container, start_container
+from servegate.nodes.host import NodeHost
+from servegate.runtimes.images import local_image_id
 from servegate.sim.base import BASE_IMAGE
-from servegate.weights import problems
+from servegate.steps.model_folder import problems
 
 LOCAL = Node(name="local", role="head", host="local://", fabric_ip="127.0.0.1")
 
@@ -111,7 +111,7 @@ def test_container_image_and_start_env_are_read_for_real(tmp_path, base_containe
 
 
 def test_a_session_gives_the_same_batch_results_and_reports_a_timeout_or_a_closed_shell():
-    from servegate.nodes import sessions
+    from servegate.nodes.host import sessions
     host = NodeHost(Node(name="here", role="head", host="local://", fabric_ip="127.0.0.1"))
     commands = {"out": "echo hi; echo err >&2; exit 3", "lines": "printf 'x\\ny'", "missing": "cat /nonexistent"}
     fresh = host.run_batch(commands)

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from servegate.cluster import load_cluster
+from servegate.config.cluster import load_cluster
+from servegate.config.recipe import command_argv, find_recipes, load_recipe, parse_override
 from servegate.errors import RecipeError
-from servegate.recipe import command_argv, find_recipes, load_recipe, parse_override
-from servegate.render import render
+from servegate.render.command import render
 
 ROOT = Path(__file__).resolve().parents[1]
 

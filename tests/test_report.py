@@ -12,7 +12,7 @@ import pytest
 
 from servegate.errors import ServegateError
 from servegate.report.cli import screenshot, write_report
-from servegate.results import RunDir
+from servegate.results.run import RunDir
 from servegate.throughput import baseline, store
 from servegate.throughput.plots import sweep_plot
 from servegate.throughput.schema import LevelResult

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from servegate.config.recipe import load_recipe
 from servegate.errors import RecipeError, ServegateError
-from servegate.recipe import load_recipe
-from servegate.results import RunDir
+from servegate.results.run import RunDir
 from servegate.throughput import aiperf, baseline, store, vllm_bench
 from servegate.throughput.endpoint import Endpoint
 from servegate.throughput.proc import WatchPolicy, group_members, run_watched

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from servegate.wheelhouse import (
+from servegate.runtimes.wheelhouse import (
     MANIFEST_NAME,
     Target,
     Wheel,

@@ -1,3 +1,3 @@
-from servegate.cli import main
+from servegate.cli.main import main
 
 raise SystemExit(main())

@@ -18,23 +18,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from servegate.cluster import Cluster, load_cluster
-from servegate.environment import HostEnvironment, existing_environment, pip_requirements, provision, sync_mods
+from servegate.config.cluster import Cluster, load_cluster
+from servegate.config.paths import CLUSTERS_DIR, LIB_DIR, MODEL_SPECS_DIR, cache_root
+from servegate.config.recipe import Recipe, load_recipe
 from servegate.errors import ServegateError
-from servegate.nodes import NodeHost
-from servegate.recipe import Recipe, load_recipe
-from servegate.render import Rendered, render
-from servegate.results import Progress, RunDir
-from servegate.server import Deployment, new_run_id
+from servegate.nodes.host import NodeHost
+from servegate.render.command import Rendered, render
+from servegate.results.run import Progress, RunDir
+from servegate.runtimes.host import HostEnvironment, existing_environment, pip_requirements, provision, sync_mods
+from servegate.serve.deployment import Deployment, new_run_id
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_SPECS = REPO_ROOT / "recipes" / "models"
 RAY_ROLES = ("ray-head", "ray-worker")
 T = TypeVar("T")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SERVEGATE_CACHE", Path.home() / ".cache" / "servegate"))
 
 
 @dataclass
@@ -93,7 +88,7 @@ class Stack:
     def docker(self):
         """The docker runtime of this run (image, containers, env probe, Ray); every node must use it."""
         if self._docker is None:
-            from servegate.runtime import DockerRuntime
+            from servegate.runtimes.docker import DockerRuntime
             runtimes = sorted({node.runtime for node in self.cluster.nodes})
             if runtimes != ["docker"]:
                 raise ServegateError(f"cluster {self.cluster.name} mixes runtimes {runtimes}; a run uses one")
@@ -205,7 +200,7 @@ class Stack:
 
     def distribute_model(self, path: str) -> dict[str, str]:
         """Every node that lacks the model folder receives the head's copy (generated models included)."""
-        from servegate.weights import sync_folder
+        from servegate.steps.model_folder import sync_folder
         with self.phase("weights"):
             stamp = "servegate-model.json" if self.recipe.generated_model else None  # ours: replace if stale
             actions = sync_folder(self.hosts, self.cluster.head.name, path, stamp,
@@ -215,7 +210,7 @@ class Stack:
 
     def weights(self) -> dict[str, Any]:
         """Manifest (file list, sizes, content hash) of the model folder on every node, and the problems."""
-        from servegate import weights
+        from servegate.steps import model_folder as weights
         path = self.model_path()
         with self.phase("weights check"):
             manifests = self.on_nodes(lambda host: weights.manifest(host, path))
@@ -231,8 +226,8 @@ class Stack:
 
     def preflight(self, min_free_gib: float, rendered: Rendered) -> dict:
         """nodecheck on every node at once over one session each: {node: NodeCheckReport}."""
-        from servegate.nodecheck import NodeCheck, check_nodes
-        from servegate.nodes import sessions
+        from servegate.nodes.check import NodeCheck, check_nodes
+        from servegate.nodes.host import sessions
         checks = {}
         for node in self.cluster.nodes:
             serves = any(launch.role == "serve" for launch in rendered.launches_for(node))
@@ -245,19 +240,19 @@ class Stack:
 
     def deployment_ray(self):
         """A view of the Ray head a host-runtime deployment launched (role ray-head); it stops with vLLM."""
-        from servegate.ray import RayCluster
+        from servegate.steps.ray import RayCluster
         head = self.cluster.head.name
         return RayCluster(self.cluster, dict(self.hosts), self.run_id, python=self.environments()[head].python)
 
     def _generate_model(self, spec_name: str) -> str:
-        spec = MODEL_SPECS / f"{spec_name}.yaml"
+        spec = MODEL_SPECS_DIR / f"{spec_name}.yaml"
         if not spec.is_file():
             raise ServegateError(f"{self.recipe.path}: model 'generated:{spec_name}' has no spec at {spec}")
         if self.cluster.head.runtime == "docker":
             return self.docker.generate_model(spec_name, spec)
         python = self.controller_python()
         out = cache_root() / "models" / spec_name
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "lib")}
+        env = {**os.environ, "PYTHONPATH": str(LIB_DIR)}
         result = subprocess.run([python, "-m", "servegate.models", str(spec), str(out)], capture_output=True,
                                 text=True, env=env, timeout=900)
         if result.returncode != 0:
@@ -307,7 +302,7 @@ def default_cluster_path(recipe: Recipe) -> Path | None:
         candidate = (recipe.path.parent / recipe.cluster)
         if candidate.is_file():
             return candidate
-        return REPO_ROOT / "recipes" / "clusters" / Path(recipe.cluster).name
+        return CLUSTERS_DIR / Path(recipe.cluster).name
     return None
 
 

@@ -16,6 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
+from servegate.config.paths import FLAGS_DIR, RECIPES_DIR, REPO_ROOT
 from servegate.flags import manifest
 from servegate.flags.check import check_command
 from servegate.flags.index import index_for
@@ -45,8 +46,7 @@ def synthetic_commands(count: int, seed: int = 0) -> list[list[str]]:
     return [shlex.split(f"{BASE_COMMAND} {rng.choice(FAULTS)}") for _ in range(count)]
 
 
-REPO_ROOT = manifest.REPO_FLAGS_DIR.parents[1]
-RECIPE_DIRS = (REPO_ROOT / "recipes", REPO_ROOT / "tests" / "data" / "recipes")
+RECIPE_DIRS = (RECIPES_DIR, REPO_ROOT / "tests" / "data" / "recipes")
 VALIDATE_TARGET_S = 2.0
 
 
@@ -74,12 +74,12 @@ def bench_synthetic(args: argparse.Namespace) -> None:
 
 def bench_recipes() -> float:
     """Every recipe (recipes/ and the fault recipes) against every stored manifest, cold: files read here."""
+    from servegate.config.recipe import find_recipes
     from servegate.errors import ServegateError
     from servegate.flags.recipes import rendered_commands
-    from servegate.recipe import find_recipes
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    manifests = [manifest.load(p) for p in sorted(manifest.REPO_FLAGS_DIR.glob("*.json"))]
+    manifests = [manifest.load(p) for p in sorted(FLAGS_DIR.glob("*.json"))]
     loaded = time.perf_counter()
     commands, unloadable = [], 0
     for path in (p for folder in RECIPE_DIRS for p in find_recipes(folder)):
@@ -109,10 +109,10 @@ def bench_extract(python: str) -> None:
     """One live extraction, as `flags dump` does it (help text) and as the scenario does it (node, cached)."""
     import tempfile
 
-    from servegate.cluster import load_cluster
-    from servegate.environment import existing_environment
+    from servegate.config.cluster import load_cluster
     from servegate.flags.node import node_manifest
-    from servegate.nodes import NodeHost
+    from servegate.nodes.host import NodeHost
+    from servegate.runtimes.host import existing_environment
 
     started = time.perf_counter()
     dumped = manifest.dump(python)

@@ -13,6 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from servegate.config.paths import FLAGS_DIR
 from servegate.errors import ServegateError
 from servegate.flags import check, diff, manifest
 from servegate.flags.recipes import rendered_commands
@@ -109,7 +110,7 @@ def add_matrix(verbs: argparse._SubParsersAction) -> None:
     )
     mat.add_argument("--refresh", action="store_true", help="re-extract manifests from the environments")
     mat.add_argument(
-        "--out-dir", type=Path, default=manifest.REPO_FLAGS_DIR, help="where manifests are stored"
+        "--out-dir", type=Path, default=FLAGS_DIR, help="where manifests are stored"
     )
     mat.set_defaults(func=run_matrix)
 

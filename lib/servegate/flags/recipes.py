@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from servegate.recipe import Recipe, command_argv, load_recipe, parse_override
+from servegate.config.recipe import Recipe, command_argv, load_recipe, parse_override
 
 
 def recipe_commands(recipe: Recipe, overrides: list[str], cluster_path: Path | None) -> list[tuple]:
@@ -18,8 +18,8 @@ def recipe_commands(recipe: Recipe, overrides: list[str], cluster_path: Path | N
     if cluster_path is None:
         argv = command_argv(recipe.render_command(values, builtins=builtins))
         return [(f"{recipe.name} ({recipe.path})", argv, dict(recipe.env))]
-    from servegate.cluster import load_cluster
-    from servegate.render import render
+    from servegate.config.cluster import load_cluster
+    from servegate.render.command import render
 
     rendered = render(recipe, load_cluster(cluster_path), values)
     return [

@@ -15,14 +15,14 @@ import os
 import statistics
 import time
 
-from servegate.cluster import load_cluster
+from servegate.config.cluster import load_cluster
+from servegate.config.paths import RECIPES_DIR, cache_root
+from servegate.config.recipe import load_recipe
 from servegate.memory.plan import GIB, PlanContext, build_plan
 from servegate.memory.recipe_plan import model_shape, plan_for
 from servegate.memory.sampler import MemorySampler, sample_rate
-from servegate.nodes import NodeHost
-from servegate.recipe import load_recipe
-from servegate.render import render
-from servegate.stack import REPO_ROOT, cache_root
+from servegate.nodes.host import NodeHost
+from servegate.render.command import render
 
 SEED_ULTRA = [
     "--tensor-parallel-size",
@@ -50,7 +50,7 @@ def timed(func, repeat: int) -> tuple[float, object]:
 
 
 def bench_planner(repeat: int) -> None:
-    recipe, cluster = load_recipe(REPO_ROOT / "recipes" / "local-hybrid.yaml"), load_cluster()
+    recipe, cluster = load_recipe(RECIPES_DIR / "local-hybrid.yaml"), load_cluster()
     hosts = {node.name: NodeHost(node) for node in cluster.nodes}
     model = cache_root() / "models" / (recipe.generated_model or "")
     if (model / "config.json").is_file():

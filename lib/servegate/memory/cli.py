@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from servegate.cluster import load_cluster
+from servegate.config.cluster import load_cluster
+from servegate.config.paths import cache_root
+from servegate.config.recipe import load_recipe, parse_override
 from servegate.memory.recipe_plan import plan_for
-from servegate.nodes import NodeHost
-from servegate.recipe import load_recipe, parse_override
-from servegate.render import render
-from servegate.stack import cache_root, default_cluster_path
+from servegate.nodes.host import NodeHost
+from servegate.render.command import render
+from servegate.stack import default_cluster_path
 
 
 def add_subparsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

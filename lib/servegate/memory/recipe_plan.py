@@ -7,13 +7,13 @@ recipes/models/shapes/, matched by name, with the checkpoint size they record.
 
 from __future__ import annotations
 
+from servegate.config.expect import MEMORY, Expect
 from servegate.errors import NodeError, RecipeError
-from servegate.expect import MEMORY, Expect
 from servegate.memory.plan import GIB, MemoryPlan, PlanContext, build_plan
 from servegate.memory.shapes import ModelShape, shape_for_model, shape_from_config
 from servegate.memory.weights import read_model_dir, summarize_headers
-from servegate.nodes import NodeHost
-from servegate.render import Rendered
+from servegate.nodes.host import NodeHost
+from servegate.render.command import Rendered
 
 
 def memory_expect(recipe) -> Expect:

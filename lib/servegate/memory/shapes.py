@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
+from servegate.config.paths import SHAPES_DIR
 from servegate.errors import RecipeError
 
-SHAPES_DIR = Path(__file__).resolve().parents[3] / "recipes" / "models" / "shapes"
 PATTERN_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
 BLOCK_KINDS = {
     "mamba": "mamba",

@@ -10,7 +10,7 @@ from pathlib import Path
 from servegate.errors import ServegateError
 from servegate.report.model import load_run
 from servegate.report.render import blocks, to_html, to_markdown
-from servegate.results import DEFAULT_RESULTS
+from servegate.results.run import DEFAULT_RESULTS
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 

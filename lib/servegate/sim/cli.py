@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from servegate.cluster import load_cluster
+from servegate.config.cluster import load_cluster
 from servegate.errors import ServegateError
 
 
@@ -29,8 +29,8 @@ def cmd_sim(args) -> int:
 
 
 def cmd_image(args) -> int:
-    from servegate.images import build_image, build_spec
-    from servegate.recipe import load_recipe
+    from servegate.config.recipe import load_recipe
+    from servegate.runtimes.images import build_image, build_spec
 
     recipe = load_recipe(args.recipe)
     spec = build_spec(recipe.container, recipe.build_args, recipe.path.parent, recipe.where("container"))

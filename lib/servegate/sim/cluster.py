@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from servegate.cluster import Cluster, Node
-from servegate.containers import owner_tag
+from servegate.config.cluster import Cluster, Node
 from servegate.errors import ClusterError, Location, ServegateError
-from servegate.images import IMAGES_DIR, ImageBuild, build_image
+from servegate.nodes.container import owner_tag
+from servegate.runtimes.images import IMAGES_DIR, ImageBuild, build_image
 from servegate.sim.engine import ensure_engine
 
 NODE_IMAGE = "servegate-sim-node:1"

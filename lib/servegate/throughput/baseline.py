@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servegate.config.paths import RESULTS_DIR
 from servegate.errors import ServegateError
-from servegate.results import REPO_ROOT
 from servegate.throughput import store
 from servegate.throughput.schema import METRICS
 
-BASELINES = REPO_ROOT / "results" / "baselines"
+BASELINES = RESULTS_DIR / "baselines"
 
 
 def baseline_path(recipe_name: str) -> Path:

@@ -21,9 +21,9 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from servegate.config.recipe import parse_override
 from servegate.errors import ServegateError
-from servegate.recipe import parse_override
-from servegate.results import RunDir
+from servegate.results.run import RunDir
 from servegate.throughput import aiperf, vllm_bench
 from servegate.throughput.endpoint import Endpoint
 from servegate.throughput.runner import run_level, summary_line

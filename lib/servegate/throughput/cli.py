@@ -35,7 +35,7 @@ def add_subparsers(sub: argparse._SubParsersAction) -> None:
     from servegate.report import cli as report_cli
 
     report_cli.add_subparsers(sub)
-    from servegate import gate
+    from servegate.gate import image_bump as gate
 
     gate.add_subparsers(sub)
 

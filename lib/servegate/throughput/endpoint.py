@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import requests
 
 from servegate.errors import ServegateError
-from servegate.server import OpenAIClient
+from servegate.serve.deployment import OpenAIClient
 from servegate.waits import Step, StepTiming, run_steps
 
 

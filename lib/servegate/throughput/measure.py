@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servegate.recipe import Recipe
-from servegate.results import RunDir
+from servegate.config.recipe import Recipe
+from servegate.results.run import RunDir
 from servegate.throughput import baseline as baselines
 from servegate.throughput import provenance, store
 from servegate.throughput.runner import run_workload

@@ -7,9 +7,9 @@ from typing import Any
 
 import requests
 
+from servegate.config.recipe import Recipe
 from servegate.errors import ServegateError
-from servegate.nodes import NodeHost
-from servegate.recipe import Recipe
+from servegate.nodes.host import NodeHost
 
 NVIDIA_SMI = "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from servegate.errors import ServegateError
-from servegate.nodes import quote
+from servegate.nodes.host import quote
 from servegate.throughput import aiperf, vllm_bench
 from servegate.throughput.proc import Watched, WatchPolicy, run_watched
 from servegate.throughput.schema import LevelResult

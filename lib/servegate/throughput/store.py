@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from servegate.results import RunDir
+from servegate.results.run import RunDir
 from servegate.throughput.plots import sweep_plot
 from servegate.throughput.schema import LevelResult
 from servegate.throughput.thresholds import Violation

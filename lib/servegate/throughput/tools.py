@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from servegate.config.paths import cache_root
 from servegate.errors import ServegateError
-from servegate.stack import cache_root
 
 AIPERF_VERSION = "0.13.0"
 STAMP = ".servegate-tool.json"

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servegate.config.recipe import Recipe
 from servegate.errors import RecipeError
-from servegate.recipe import Recipe
 
 TOOLS = ("aiperf", "vllm-bench")
 DEFAULT_REQUESTS = 32

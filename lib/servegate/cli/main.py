@@ -1,0 +1,126 @@
+"""The `servegate` command: the non-test verbs (render, plan, clean, flags, ...) over lib/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from servegate.config.cluster import load_cluster
+from servegate.config.expect import describe_schema
+from servegate.config.recipe import load_recipe, parse_override
+from servegate.errors import ServegateError
+from servegate.render.command import render
+from servegate.stack import default_cluster_path
+from servegate.steps.plan import plan_lines, render_lines
+
+
+def _overrides(values: list[str]) -> dict:
+    return dict(parse_override(text) for text in values or [])
+
+
+def _targets(args) -> tuple:
+    recipe = load_recipe(args.recipe)
+    cluster = load_cluster(args.cluster or default_cluster_path(recipe))
+    return recipe, cluster
+
+
+def cmd_render(args) -> int:
+    recipe, cluster = _targets(args)
+    model = f"~/.cache/servegate/models/{recipe.generated_model}" if recipe.generated_model else None
+    rendered = render(recipe, cluster, _overrides(args.set), model_path=model)
+    print("\n".join(render_lines(rendered)))
+    return 0
+
+
+def cmd_plan(args) -> int:
+    recipe, cluster = _targets(args)
+    print("\n".join(plan_lines(recipe, cluster, _overrides(args.set))))
+    return 0
+
+
+def cmd_clean(args) -> int:
+    from servegate.runtimes.reaper import reap
+    cluster = load_cluster(args.cluster)
+    report = reap(cluster, only_stale=args.stale)
+    for line in report:
+        print(line)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from servegate.results.summary import runs_since, summary_lines
+    runs = [Path(p) for p in args.runs] or runs_since(args.since or "")
+    if not runs:
+        print("no runs found", file=sys.stderr)
+        return 1
+    failed = False
+    for run in runs:
+        lines = summary_lines(run)
+        failed |= "PASSED" not in lines[0]
+        print("\n".join(lines))
+    return 1 if failed and args.strict else 0
+
+
+def cmd_expect_keys(args) -> int:  # noqa: ARG001
+    print(describe_schema())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servegate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def target(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("recipe", help="recipe YAML file")
+        p.add_argument("--cluster", help="cluster file (default: the recipe's own, else the local machine)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a default")
+        p.set_defaults(func=func)
+        return p
+
+    target("render", "print, per node, the exact env and command that would run", cmd_render)
+    target("plan", "print every step the suite would take (dry run; touches nothing)", cmd_plan)
+    clean = sub.add_parser("clean", help="kill every process/container a servegate run left on a cluster")
+    clean.add_argument("--cluster", help="cluster file (default: the local machine)")
+    clean.add_argument("--stale", action="store_true", help="only what belongs to runs whose owner has exited")
+    clean.set_defaults(func=cmd_clean)
+    summary = sub.add_parser("summary", help="print verdict and phase tables of finished runs")
+    summary.add_argument("runs", nargs="*", help="run folders (default: those since --since)")
+    summary.add_argument("--since", help="UTC stamp YYYYmmddTHHMMSSZ: runs started at or after it")
+    summary.add_argument("--strict", action="store_true", help="exit 1 unless every run passed")
+    summary.set_defaults(func=cmd_summary)
+    keys = sub.add_parser("expect-keys", help="list every key of a recipe's expect: block")
+    keys.set_defaults(func=cmd_expect_keys)
+    _optional_subcommands(sub)
+    return parser
+
+
+def _optional_subcommands(sub) -> None:
+    """Verb groups that live in their own packages register themselves here."""
+    from servegate.flags import cli as flags_cli
+    from servegate.memory import cli as memory_cli
+    from servegate.runtimes import wheelhouse
+    from servegate.sim import cli as sim_cli
+    from servegate.throughput import cli as throughput_cli
+
+    for group in (flags_cli, wheelhouse, memory_cli, throughput_cli, sim_cli):
+        group.add_subparsers(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ServegateError as exc:
+        print(f"servegate: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("servegate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,318 @@
+"""The vLLM deployment handle: one object owns launch, readiness, clients and teardown.
+
+Shaped like vLLM's own tests/utils.py RemoteOpenAIServer, improved: it starts in `__enter__` and cleans up
+before re-raising when startup fails; it signals whole process groups on every node; every process carries
+SERVEGATE_RUN_ID in its environment so a crashed run can be reaped later (`servegate clean`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shlex
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from servegate.errors import ServerExited
+from servegate.nodes.host import NodeHost
+from servegate.render.command import NodeLaunch, Rendered
+from servegate.results.run import Progress, RunDir
+from servegate.waits import Step, StepTiming, run_steps
+
+RUN_ID_VAR = "SERVEGATE_RUN_ID"
+OWNER_VAR = "SERVEGATE_OWNER"
+LOG_TAIL_LINES = 50
+_LIVE: set[Deployment] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def owner_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class Launched:
+    launch: NodeLaunch
+    pid: int
+    log_path: str
+    env_path: str
+    exited_rc: int | None = None
+
+
+class OpenAIClient:
+    """The client half of a served model, shared by Deployment (servegate launched it) and Endpoint (it was
+    already running). Subclasses provide `base_url`, `model`, `headers()` and a `timings` dict."""
+
+    timings: dict[str, float]
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get(self, path: str, timeout: float = 10) -> requests.Response:
+        return requests.get(self.url(path), headers=self.headers(), timeout=timeout)
+
+    def chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> dict:
+        body = {"model": self.model, "messages": messages, **params}
+        response = requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
+                                 timeout=timeout)
+        response.raise_for_status()
+        return response.json()
+
+    def stream_chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> Iterator[dict]:
+        """Yield each streamed chunk (parsed JSON) until [DONE]."""
+        body = {"model": self.model, "messages": messages, "stream": True, **params}
+        with requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(), timeout=timeout,
+                           stream=True) as response:
+            response.raise_for_status()
+            for raw in response.iter_lines(decode_unicode=True):
+                if not raw or not raw.startswith("data:"):
+                    continue
+                payload = raw[len("data:"):].strip()
+                if payload == "[DONE]":
+                    return
+                yield json.loads(payload)
+
+    def metrics(self) -> dict[str, float]:
+        return parse_prometheus(self.get("/metrics").text)
+
+    # ---- readiness probes (each returns (done, last status)) ----------------------------------------
+    def _probe_health(self) -> tuple[bool, str]:
+        response = self.get("/health", timeout=5)
+        return response.status_code == 200, f"HTTP {response.status_code}"
+
+    def _probe_models(self) -> tuple[bool, str]:
+        response = self.get("/v1/models", timeout=5)
+        if response.status_code != 200:
+            return False, f"HTTP {response.status_code}"
+        names = [m.get("id") for m in response.json().get("data", [])]
+        return self.model in names, f"listed {names}"
+
+    def _probe_first_token(self) -> tuple[bool, str]:
+        started = time.monotonic()
+        messages = [{"role": "user", "content": "Say hello."}]
+        for chunk in self.stream_chat(messages, max_tokens=8, temperature=0, timeout=60):
+            if any(first_text(choice.get("delta") or {}) for choice in chunk.get("choices", [])):
+                self.timings["first_token_latency_s"] = time.monotonic() - started
+                return True, "first token received"
+        return False, "stream ended without a token"
+
+
+@dataclass
+class Deployment(OpenAIClient):
+    """A rendered recipe running on its nodes. Use as a context manager."""
+
+    rendered: Rendered
+    hosts: dict[str, NodeHost]
+    run: RunDir
+    progress: Progress
+    bin_dirs: dict[str, str] = field(default_factory=dict)  # node -> dir holding vllm/ray for the host runtime
+    ready_timeout_s: float = 600.0
+    run_id: str = field(default_factory=new_run_id)
+    launched: list[Launched] = field(default_factory=list)
+    readiness: list[StepTiming] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    label: str = ""  # distinguishes a variant server's log files (e.g. "-nospec") from the main one's
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> Deployment:
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self.run.update("launch", value={"run_id": self.run_id, "mode": self.rendered.mode, "processes": []})
+        self._refuse_busy_port()
+        for launch in self.rendered.launches:  # all first: a --headless follower must run before rank 0 is ready
+            launched = self._spawn(launch)
+            if launch.role == "ray-head":  # workers and the Ray executor connect to it: it must answer first
+                self.readiness += self.wait_ray_head(launched)
+        if any(launch.role == "serve" for launch in self.rendered.launches):
+            self.readiness += self.wait_ready()
+        self.timings["start_to_first_token_s"] = time.monotonic() - started
+        self.run.update("readiness", value=[vars(t) for t in self.readiness])
+
+    def _refuse_busy_port(self) -> None:
+        """Readiness would pass against whatever already listens there: refuse to start instead."""
+        busy, status = self._probe_port()
+        if busy:
+            raise ServerExited(f"port {self.rendered.port} on {self.api_host} is already in use ({status}) before "
+                               f"launch: another server (a leftover run? `servegate clean`) would answer our probes")
+
+    def _spawn(self, launch: NodeLaunch) -> Launched:
+        host = self.hosts[launch.node.name]
+        workdir = host.home_path(launch.node.workdir)
+        base = f"{workdir}/runs/{self.run_id}/{launch.role}"
+        env_path, log_path = f"{base}.env", f"{base}.log"
+        host.write_text(env_path, self._env_file(launch))
+        self.run.redact.learn_env(launch.env)
+        self.run.redact.learn_argv(launch.argv)
+        self.progress("launch", f"{launch.role}: {self.run.redact(launch.text)}", node=launch.node.name)
+        pid = host.spawn(launch.argv, env_file=env_path, log_path=log_path)
+        launched = Launched(launch, pid, log_path, env_path)
+        self.launched.append(launched)
+        self.run.data["launch"]["processes"].append(
+            {"node": launch.node.name, "role": launch.role, "pid": pid, "log": log_path,
+             "argv": self.run.redact.argv(launch.argv)})
+        self.run.flush()
+        return launched
+
+    def _env_file(self, launch: NodeLaunch) -> str:
+        # Written like upstream's generated launch script: `export K="v"`, so bash expands as it would there.
+        lines = [f'export {key}="{value}"' for key, value in launch.env.items()]
+        bin_dir = self.bin_dirs.get(launch.node.name)
+        if bin_dir:
+            lines.append(f'export PATH={shlex.quote(bin_dir)}:"$PATH"')
+        lines += [f"export {RUN_ID_VAR}={self.run_id}", f"export {OWNER_VAR}={shlex.quote(owner_tag())}"]
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        """Kill every process group this deployment started (newest first), then save the logs."""
+        for launched in reversed(self.launched):
+            host = self.hosts[launched.launch.node.name]
+            if host.group_alive(launched.pid):
+                self.progress("teardown", f"stopping {launched.launch.role} (pgid {launched.pid})",
+                              node=launched.launch.node.name)
+                gone = host.kill_group(launched.pid)
+                if not gone:
+                    self.progress("teardown", f"process group {launched.pid} survived SIGKILL",
+                                  node=launched.launch.node.name)
+        self.save_logs()
+        for launched in self.launched:
+            self.hosts[launched.launch.node.name].run(f"rm -f {shlex.quote(launched.env_path)}")
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    def save_logs(self) -> None:
+        for launched in self.launched:
+            host = self.hosts[launched.launch.node.name]
+            text = host.read_text(launched.log_path, max_bytes=20_000_000)
+            name = f"logs/{launched.launch.node.name}-{launched.launch.role}{self.label}.log"
+            self.run.write_text(name, text)
+
+    # ---- state -----------------------------------------------------------------------------------------
+    @property
+    def server(self) -> Launched:
+        return next(item for item in self.launched if item.launch.role == "serve")
+
+    def alive(self) -> bool:
+        return all(self.hosts[item.launch.node.name].alive(item.pid) for item in self.launched)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES, role: str = "serve") -> str:
+        for launched in self.launched:
+            if launched.launch.role == role:
+                host = self.hosts[launched.launch.node.name]
+                text = host.run(f"tail -n {lines} {shlex.quote(launched.log_path)}").stdout
+                return self.run.redact(text)
+        return ""
+
+    # ---- clients ---------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.api_host}:{self.rendered.port}"
+
+    @property
+    def api_host(self) -> str:
+        head = self.rendered.cluster.head
+        return "127.0.0.1" if head.host.startswith("local://") else head.fabric_ip
+
+    @property
+    def model(self) -> str:
+        return self.rendered.served_model_name
+
+    def headers(self) -> dict[str, str]:
+        key = self.rendered.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    # ---- readiness -------------------------------------------------------------------------------------
+    def wait_ready(self) -> list[StepTiming]:
+        server = self.server
+        host = self.hosts[server.launch.node.name]
+        budget = self.ready_timeout_s
+        deadline = time.monotonic() + budget
+        steps = [
+            Step("process alive", lambda: (host.alive(server.pid), f"pid {server.pid}"), 15, 0.5),
+            Step(f"port {self.rendered.port} open", self._probe_port, budget, 1.0),
+            Step("/health 200", self._probe_health, budget, 1.0),
+            Step(f"/v1/models lists '{self.model}'", self._probe_models, 60, 1.0),
+            Step("a streamed chat completion returns a first token", self._probe_first_token, 120, 2.0),
+        ]
+        return run_steps(steps, still_running=self.alive, log_tail=self.log_tail,
+                         on_step=lambda name: self.progress("readiness", name, node=server.launch.node.name),
+                         deadline=deadline)
+
+    def wait_ray_head(self, head: Launched, timeout_s: float = 120) -> list[StepTiming]:
+        host = self.hosts[head.launch.node.name]
+        address = (head.launch.node.fabric_ip, self.rendered.cluster.ray_port)
+
+        def probe() -> tuple[bool, str]:
+            return host.port_open(*address), f"Ray GCS port {address[0]}:{address[1]}"
+
+        step = Step(f"Ray head answers on {address[0]}:{address[1]}", probe, timeout_s, 1.0)
+        return run_steps([step], still_running=lambda: host.alive(head.pid),
+                         log_tail=lambda: self.log_tail(role="ray-head"),
+                         on_step=lambda name: self.progress("readiness", name, node=host.name))
+
+    def _probe_port(self) -> tuple[bool, str]:
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            rc = sock.connect_ex((self.api_host, self.rendered.port))
+        return rc == 0, f"connect rc {rc}"
+
+
+TEXT_FIELDS = ("content", "reasoning", "reasoning_content")
+
+
+def first_text(delta: dict) -> str:
+    for name in TEXT_FIELDS:
+        if delta.get(name):
+            return delta[name]
+    return "tool_calls" if delta.get("tool_calls") else ""
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Sum each metric name over its label sets: {'vllm:generation_tokens_total': 123.0, ...}."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0]
+        try:
+            totals[name] = totals.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return totals
+
+
+def _kill_live_deployments() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for deployment in live:
+        deployment.stop()
+
+
+atexit.register(_kill_live_deployments)
