@@ -1,4 +1,5 @@
-"""Root conftest: servegate's fixtures and options are plugins living in fixtures/."""
+"""Root conftest: servegate's fixtures and options are plugins living in fixtures/, one module per step."""
 
-pytest_plugins = ["fixtures.options", "fixtures.deploy", "fixtures.report", "fixtures.memory",
-                  "fixtures.throughput", "fixtures.multinode", "fixtures.chat"]
+pytest_plugins = ["fixtures.options", "fixtures.stack", "fixtures.preflight", "fixtures.image", "fixtures.mods",
+                  "fixtures.weights", "fixtures.ray", "fixtures.flags", "fixtures.memory", "fixtures.throughput",
+                  "fixtures.serve", "fixtures.parsing", "fixtures.report"]

@@ -1,4 +1,4 @@
-"""Step 0, preflight: every node answers, its software is known, the port is free, the disk has room."""
+"""Step 00, preflight: every node answers, its software is known, the port is free, the disk has room."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Step 1, image: built once, the very same image ID on every node, pinned versions and Ray inside it."""
+"""Step 10, image: built once, the very same image ID on every node, pinned versions and Ray inside it."""
 
 import json
 import shlex
@@ -46,7 +46,7 @@ def test_no_image_problem_left(image_report):
 
 
 def test_container_started_with_seed_flags(stack, image_report, node, environments):
-    plan = stack.docker.plans[node.name]
+    plan = stack.runtime.plans[node.name]
     out = node.check(f"docker inspect {shlex.quote(plan.name)}", f"inspecting container {plan.name}").stdout
     config = json.loads(out)[0]
     host_config, labels = config["HostConfig"], config["Config"]["Labels"]

@@ -1,4 +1,4 @@
-"""Step 3, weights: the model folder is on every node, identical (file list, sizes, content hash)."""
+"""Step 30, weights: the model folder is on every node, identical (file list, sizes, content hash)."""
 
 
 def test_model_folder_identical_on_every_node(weights_report):

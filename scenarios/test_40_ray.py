@@ -1,4 +1,4 @@
-"""Step 4, Ray: one head on the head's fabric IP, every node joined, resources as the nodes have them."""
+"""Step 40, Ray: one head on the head's fabric IP, every node joined, resources as the nodes have them."""
 
 import pytest
 

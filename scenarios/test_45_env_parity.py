@@ -1,9 +1,9 @@
-"""Step 4b, env parity: every recipe var present and equal on every node, as a Ray task there sees it."""
+"""Step 45, env parity: every recipe var present and equal on every node, as a Ray task there sees it."""
 
 
 def test_env_probe_before_launch(stack, image_report, environments):
     """The containers' start env, probed before any launch (image_report: docker runtime only)."""
-    found = stack.run.data.get("env_probe", {}).get("missing_or_different")
+    found = [str(f) for f in stack.runtime.env_probe]
     assert found == [], f"the container env probe found: {found}"
 
 

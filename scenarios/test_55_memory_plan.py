@@ -1,4 +1,4 @@
-"""Step 5.5, memory plan: before anything launches, the recipe's weights, KV and Mamba state fit its budget
+"""Step 55, memory plan: before anything launches, the recipe's weights, KV and Mamba state fit its budget
 and its nodes (predicted from config.json and safetensors headers; no weights loaded)."""
 
 import warnings

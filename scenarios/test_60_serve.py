@@ -1,4 +1,4 @@
-"""Step 6, serve: the server is ready, lists the model, answers plain and streamed chats, under load too."""
+"""Step 60, serve: the server is ready, lists the model, answers plain and streamed chats, under load too."""
 
 from concurrent.futures import ThreadPoolExecutor
 

@@ -1,19 +1,11 @@
-"""Step 6b, reasoning: the recipe's reasoning parser puts the thinking in `reasoning`, never in `content`."""
+"""Step 65, reasoning: the recipe's reasoning parser puts the thinking in `reasoning`, never in `content`."""
 
 import pytest
 
-from servegate.serve.chat import flag_value, from_message, from_stream, leaked_markup
+from servegate.serve.chat import from_message, from_stream, leaked_markup
 
 QUESTION = [{"role": "user", "content": "Please greet me."}]
 THINKING_OFF = {"chat_template_kwargs": {"enable_thinking": False}}
-
-
-@pytest.fixture(scope="module")
-def parser(serve_argv, recipe):
-    name = (recipe.expect.reasoning or {}).get("parser") or flag_value(serve_argv, "--reasoning-parser")
-    if not name:
-        pytest.skip("not applicable: the recipe names no --reasoning-parser")
-    return name
 
 
 def ask(deployment, stream: bool, **params):

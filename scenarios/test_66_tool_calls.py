@@ -1,11 +1,11 @@
-"""Step 6c, tool calls: the recipe's tool-call parser turns the model's call into `tool_calls`, also streamed."""
+"""Step 66, tool calls: the recipe's tool-call parser turns the model's call into `tool_calls`, also streamed."""
 
 import json
 
 import pytest
 import requests
 
-from servegate.serve.chat import Reply, flag_value, from_message, from_stream, has_flag, leaked_markup, schema_errors
+from servegate.serve.chat import Reply, from_message, from_stream, has_flag, leaked_markup, schema_errors
 
 WEATHER_TOOL = {
     "type": "function",
@@ -17,14 +17,6 @@ WEATHER_TOOL = {
     },
 }
 QUESTION = [{"role": "user", "content": "What is the weather in Paris right now?"}]
-
-
-@pytest.fixture(scope="module")
-def tool_parser(serve_argv, recipe):
-    name = (recipe.expect.tool_calls or {}).get("parser") or flag_value(serve_argv, "--tool-call-parser")
-    if not name and recipe.expect.tool_calls is None:
-        pytest.skip("not applicable: the recipe names no --tool-call-parser and no expect.tool_calls")
-    return name or "(none)"
 
 
 def ask(deployment, stream: bool, **params) -> Reply:

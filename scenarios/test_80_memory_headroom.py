@@ -1,57 +1,13 @@
-"""Step 8, memory headroom: under a heavy phase (long concurrent prompts) every request succeeds, every node
+"""Step 80, memory headroom: under a heavy phase (long concurrent prompts) every request succeeds, every node
 keeps MemAvailable above the recipe's floor and GPUs stay within budget; vLLM's KV cache matches the plan."""
 
 import pytest
 
-from servegate.memory.heavy import heavy_spec, run_heavy
 from servegate.memory.recipe_plan import memory_expect
-from servegate.memory.timeline import save_run
 from servegate.memory.vllm_log import compare, parse_kv_log
-from servegate.render.command import render
 
 GIB = 2**30
 MAX_PLAN_ERROR_PCT = 5.0  # allocator-model prediction vs vLLM's logged KV capacity
-
-
-@pytest.fixture(scope="session")
-def heavy_run(deployment, memory_sampler, recipe, stack):
-    """The heavy phase, run once per recipe (session scope: pytest groups node tests apart), marked on the
-    sampler; the timeline is saved right after it."""
-    memory = memory_expect(recipe)
-    rendered = getattr(deployment, "rendered", None)  # None for an external --sg-endpoint
-    argv = (
-        rendered.serve_argv if rendered else render(stack.recipe, stack.cluster, stack.overrides).serve_argv
-    )
-    spec = heavy_spec(memory, argv)
-    stack.progress(
-        "memory",
-        f"heavy phase: {spec.requests} request(s), {spec.concurrency} at a time, "
-        f"~{spec.prompt_tokens} prompt + {spec.output_tokens} output tokens",
-    )
-    memory_sampler.mark("heavy")
-    try:
-        result = run_heavy(
-            deployment,
-            spec,
-            on_done=lambda o: stack.progress(
-                "memory",
-                f"heavy request {o.index}: {'ok' if o.ok else 'FAILED ' + o.error} in {o.seconds:.1f}s, "
-                f"{o.prompt_tokens} prompt / {o.completion_tokens} output tokens",
-            ),
-        )
-    finally:
-        memory_sampler.mark("idle")
-    stack.run.update(
-        "memory",
-        "heavy",
-        {
-            "spec": vars(spec),
-            "seconds": round(result.ended - result.started, 2),
-            "outcomes": [vars(o) for o in result.outcomes],
-        },
-    )
-    save_run(memory_sampler, stack.run, memory.floor_gib, memory.warn_gib, f"{recipe.name}: memory (so far)")
-    return result
 
 
 def test_heavy_phase_succeeds(heavy_run):

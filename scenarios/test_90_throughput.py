@@ -1,4 +1,4 @@
-"""Step 14, throughput: the recipe's load workloads meet their thresholds, errors kept, no regression."""
+"""Step 90, throughput: the recipe's load workloads meet their thresholds, errors kept, no regression."""
 
 import pytest
 

@@ -7,7 +7,7 @@ import pytest
 from servegate.config.cluster import load_cluster
 from servegate.config.recipe import load_recipe
 from servegate.nodes.host import NodeHost
-from servegate.runtimes.host import pip_requirements, provision
+from servegate.runtimes.pyenv import pip_requirements, provision
 
 ROOT = Path(__file__).resolve().parents[1]
 

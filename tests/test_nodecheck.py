@@ -1,4 +1,4 @@
-"""Node checks in one round trip (servegate.nodes.check): each batched command keeps its own exit status and
+"""Node checks in one round trip (servegate.steps.preflight): each batched command keeps its own exit status and
 output, and every check still fails on the real fault (port taken, folder absent or differing, container
 with a missing var or another image). On this machine (local://) and, with a docker engine, a real container.
 """
@@ -11,12 +11,12 @@ import subprocess
 import pytest
 
 from servegate.config.cluster import Node
-from servegate.nodes.check import NodeCheck, check_node, check_nodes
 from servegate.nodes.container import ContainerPlan, remove_container, start_container
 from servegate.nodes.host import NodeHost
 from servegate.runtimes.images import local_image_id
 from servegate.sim.base import BASE_IMAGE
 from servegate.steps.model_folder import problems
+from servegate.steps.preflight import NodeCheck, check_node, check_nodes
 
 LOCAL = Node(name="local", role="head", host="local://", fabric_ip="127.0.0.1")
 

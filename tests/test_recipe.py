@@ -102,7 +102,8 @@ def test_solo_ray_cluster_keeps_the_ray_backend_with_a_head(tmp_path):
     assert rendered.serve_argv[rendered.serve_argv.index("-tp") + 1] == "1"
     roles = [(launch.node.name, launch.role) for launch in rendered.launches]
     assert roles == [("gpu0", "ray-head"), ("gpu0", "serve")]
-    assert rendered.launches[0].argv[-3:] == ["--num-gpus", "1", "--block"]
+    head_argv = rendered.launches[0].argv
+    assert head_argv[head_argv.index("--num-gpus") + 1] == "1" and head_argv[-1] == "--block"
     no_ray = load_recipe(write(tmp_path, UPSTREAM_STYLE.replace(" \\\n    --distributed-executor-backend ray", "")))
     assert render(no_ray, cluster).mode == "solo"
 

@@ -1,4 +1,16 @@
-"""Typed errors that a person can act on: where, what was expected, what was seen, what to do."""
+"""Typed errors that a person can act on: where, what was expected, what was seen, what to do.
+
+The hierarchy (every error servegate reports without a traceback is a ServegateError):
+
+    ServegateError
+    ├── LocatedError            tied to a place: file, line, key, node (Location)
+    │   ├── RecipeError         a recipe file is malformed, incomplete or inconsistent
+    │   ├── ClusterError        a cluster (inventory) file is malformed
+    │   └── NodeError           a node could not be reached, or a command on it failed
+    ├── WaitTimeout             a wait strategy (waits.py) ran out of time
+    ├── ServerExited            the process waited on died
+    └── LaunchRefused           a pre-launch step found errors; nothing was launched
+"""
 
 from __future__ import annotations
 
@@ -61,3 +73,7 @@ class WaitTimeout(ServegateError):
 
 class ServerExited(ServegateError):
     """The server process died while we were waiting on it."""
+
+
+class LaunchRefused(ServegateError):
+    """A pre-launch step (flags, env parity, model folder) found errors: nothing was launched."""

@@ -1,112 +1,89 @@
-"""Bring-up of one recipe on one cluster, step by step, shared by the CLI and the pytest fixtures.
+"""Bring-up of one recipe on one cluster: runs each step once, caches its typed result, records it.
 
-Each step is a method that can be called on its own (a fixture per step) and records its phase time in
-the run's results. Nothing touches a node before it is asked for.
+The Stack owns the parsed inputs (recipe, cluster, overrides), the runtime (picked by name from
+runtimes/base.py), the node hosts and the run's results. It has no runtime branches: every "how" is the
+runtime's or a step module's. Every consumer (pytest fixtures, the CLI, the image gate) calls the same
+step methods, so any subset of the runbook checks what the full one checks before a launch:
+`deployment()` itself asks the flags, env-parity and model-folder steps and refuses on their errors.
 """
 
 from __future__ import annotations
 
-import os
-import shlex
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from servegate.config.cluster import Cluster, load_cluster
-from servegate.config.paths import CLUSTERS_DIR, LIB_DIR, MODEL_SPECS_DIR, cache_root
+from servegate.config.paths import CLUSTERS_DIR, MODEL_SPECS_DIR
 from servegate.config.recipe import Recipe, load_recipe
-from servegate.errors import ServegateError
-from servegate.nodes.host import NodeHost
+from servegate.errors import LaunchRefused, ServegateError
+from servegate.flags.prelaunch import GateResult, check_launches
+from servegate.labels import new_run_id
+from servegate.lifecycle import Managed
+from servegate.memory.plan import MemoryPlan
+from servegate.memory.recipe_plan import plan_for
+from servegate.nodes.host import NodeHost, sessions
 from servegate.render.command import Rendered, render
 from servegate.results.run import Progress, RunDir
-from servegate.runtimes.host import HostEnvironment, existing_environment, pip_requirements, provision, sync_mods
-from servegate.serve.deployment import Deployment, new_run_id
+from servegate.runtimes import docker as _docker  # noqa: F401 - registers the docker runtime
+from servegate.runtimes import host as _host  # noqa: F401 - registers the host runtime
+from servegate.runtimes.base import RuntimeContext, runtime_for
+from servegate.serve.deployment import Deployment
+from servegate.sim.cluster import simulated_cluster
+from servegate.steps import model_folder
+from servegate.steps.env_parity import ParityReport, parity
+from servegate.steps.preflight import NodeCheck, check_nodes
+from servegate.steps.ray import RayCluster, node_name
 
-RAY_ROLES = ("ray-head", "ray-worker")
 T = TypeVar("T")
 
 
-@dataclass
-class Stack:
-    recipe: Recipe
-    cluster: Cluster
-    overrides: dict[str, Any] = field(default_factory=dict)
-    run: RunDir | None = None
-    progress: Progress = field(default_factory=Progress)
-    _hosts: dict[str, NodeHost] | None = None
-    _envs: dict[str, HostEnvironment] | None = None
-    _model: str | None = None
-    run_id: str = field(default_factory=new_run_id)  # labels this run's containers, Ray and vLLM processes
-    _docker: Any = None  # runtime.DockerRuntime, made on first use by a docker-runtime cluster
-    _mods: dict[str, list] | None = None
-    _exits: ExitStack | None = None  # a simulated cluster this stack entered (sim/cluster.py)
+class Stack(Managed):
+    def __init__(self, recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = None,
+                 results_root: Path | None = None):
+        self.recipe, self.cluster, self.overrides = recipe, cluster, dict(overrides or {})
+        self.run = RunDir(recipe.name, results_root)
+        self.progress = Progress(self.run)
+        self.run_id = new_run_id()  # labels this run's containers, Ray and vLLM processes
+        self.hosts = {node.name: NodeHost(node) for node in cluster.nodes}
+        self.runtime = runtime_for(RuntimeContext(recipe, cluster, self.hosts, self.run, self.progress, self.run_id))
+        self._done: dict[str, Any] = {}
+        self._exits: ExitStack | None = None
+        self.record_inputs()
 
     @classmethod
     def from_files(cls, recipe_path: str | Path, cluster_path: str | Path | None = None,
                    overrides: dict[str, Any] | None = None, results_root: Path | None = None) -> Stack:
         recipe = load_recipe(recipe_path)
-        cluster = load_cluster(cluster_path or default_cluster_path(recipe))
-        run = RunDir(recipe.name, results_root)
-        stack = cls(recipe, cluster, dict(overrides or {}), run, Progress(run))
-        stack.record_inputs()
-        return stack
+        return cls(recipe, load_cluster(cluster_path or default_cluster_path(recipe)), overrides, results_root)
 
-    # ---- lifecycle: a simulated cluster comes up with the stack; containers, Ray and it go at close ------
-    def __enter__(self) -> Stack:
-        from servegate.sim.cluster import simulated_cluster
+    # ---- lifecycle: a simulated cluster comes up with the stack; the runtime and it go at close --------
+    def start(self) -> None:
         self._exits = ExitStack()
-        try:
-            log = lambda message: self.progress("simulation", message)  # noqa: E731
-            self._exits.enter_context(simulated_cluster(self.cluster, log=log))
-        except BaseException:
-            self.close()
-            raise
-        return self
+        log = lambda message: self.progress("simulation", message)  # noqa: E731
+        self._exits.enter_context(simulated_cluster(self.cluster, log=log))
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def stop(self) -> list[str]:
+        return self.close()
 
     def close(self) -> list[str]:
         """Stop Ray and remove this run's containers on every node, then leave a simulation it entered."""
-        survivors = []
-        if self._docker is not None:
-            with self.phase("runtime teardown"):
-                survivors = self._docker.close()
-            self.run.update("teardown", value={"survivors": survivors})
+        with self.phase("runtime teardown"):
+            survivors = self.runtime.close()
+        self.run.update("teardown", value={"survivors": survivors})
         if self._exits is not None:
             self._exits.close()
             self._exits = None
         return survivors
 
-    @property
-    def docker(self):
-        """The docker runtime of this run (image, containers, env probe, Ray); every node must use it."""
-        if self._docker is None:
-            from servegate.runtimes.docker import DockerRuntime
-            runtimes = sorted({node.runtime for node in self.cluster.nodes})
-            if runtimes != ["docker"]:
-                raise ServegateError(f"cluster {self.cluster.name} mixes runtimes {runtimes}; a run uses one")
-            self._docker = DockerRuntime(self)
-        return self._docker
-
-    def uses_docker(self) -> bool:
-        return any(node.runtime == "docker" for node in self.cluster.nodes)
-
-    @property
-    def image_cache(self) -> Path:
-        return cache_root() / "images"
-
     def record_inputs(self) -> None:
-        assert self.run
         self.run.update("recipe", value={"name": self.recipe.name, "file": str(self.recipe.path),
                                          "sha256": self.recipe.hash(), "overrides": self.overrides})
         self.run.update("cluster", value={"name": self.cluster.name, "file": str(self.cluster.path),
+                                          "runtime": self.runtime.name,
                                           "nodes": [vars(n) | {"env": sorted(n.env)} for n in self.cluster.nodes]})
 
     @contextmanager
@@ -127,174 +104,191 @@ class Stack:
             done.set()
             elapsed = time.monotonic() - started
             self.progress(name, f"done in {elapsed:.1f}s", node=node)
-            if self.run:
-                key = name if node is None else f"{name}[{node}]"
-                self.run.phase(key, elapsed + self.run.data["phases"].get(key, 0.0))
+            key = name if node is None else f"{name}[{node}]"
+            self.run.phase(key, elapsed + self.run.data["phases"].get(key, 0.0))
 
-    def on_nodes(self, func: Callable[[NodeHost], T]) -> dict[str, T]:
-        """Run func on every node in parallel; re-raise the first failure with its node named."""
-        hosts = self.hosts
-        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-            futures = {name: pool.submit(func, host) for name, host in hosts.items()}
-            return {name: future.result() for name, future in futures.items()}
-
-    # ---- steps -----------------------------------------------------------------------------------------
-    @property
-    def hosts(self) -> dict[str, NodeHost]:
-        if self._hosts is None:
-            self._hosts = {node.name: NodeHost(node) for node in self.cluster.nodes}
-        return self._hosts
-
-    def environments(self) -> dict[str, HostEnvironment]:
-        if self._envs is None:
-            if self.uses_docker():
-                with self.phase("image"):
-                    self.docker.image()
-                with self.phase("containers"):
-                    self.docker.start()
-            with self.phase("environment"):
-                self._envs = self.on_nodes(self._environment_for)
-                for name, env in self._envs.items():
-                    self.run.update("nodes", name, {"versions": env.versions, "python": env.python})
-        return self._envs
-
-    def _environment_for(self, host: NodeHost) -> HostEnvironment:
-        node = host.node
-        if node.runtime == "docker":
-            return self.docker.environment(node.name)
-        if node.runtime != "host":
-            raise ServegateError(f"node '{node.name}': runtime '{node.runtime}' is not supported by this step yet")
-        if node.python:
-            return existing_environment(host, node.python)
-        requirements = pip_requirements(self.recipe.container, self.recipe.where("container"))
-        return provision(host, requirements, log=lambda msg: self.progress("environment", msg, node=node.name))
-
-    def apply_mods(self) -> dict[str, list]:
-        if self._mods is not None:
-            return self._mods
-        envs = self.environments()
-        with self.phase("mods"):
-            if self.uses_docker():
-                outcomes = self.docker.apply_mods(envs)
+    def _once(self, step: str, func: Callable[[], T], phase: str | None = None) -> T:
+        """Run a step the first time it is asked for (timed as `phase`), then return its cached result."""
+        if step not in self._done:
+            if phase is None:
+                self._done[step] = func()
             else:
-                outcomes = self.on_nodes(lambda host: sync_mods(host, envs[host.name], self.recipe.mods,
-                                                                self.recipe.path.parent))
-        summary = {name: [vars(o) for o in items] for name, items in outcomes.items()}
-        self.run.update("mods", value=summary)
-        self._mods = summary
-        return summary
+                with self.phase(phase):
+                    self._done[step] = func()
+        return self._done[step]
 
-    def model_path(self) -> str:
-        """The model location on the nodes; generated models are built once and shipped to every node."""
-        if self._model is None:
-            spec_name = self.recipe.generated_model
-            if spec_name is None:
-                self._model = self.recipe.model or ""
-            else:
-                with self.phase("model generation"):
-                    self._model = self._generate_model(spec_name)
-            self.run.update("model", value={"path": self._model, "generated": spec_name})
-            if len(self.cluster.nodes) > 1 and self._model:
-                self.distribute_model(self._model)
-        return self._model
-
-    def distribute_model(self, path: str) -> dict[str, str]:
-        """Every node that lacks the model folder receives the head's copy (generated models included)."""
-        from servegate.steps.model_folder import sync_folder
-        with self.phase("weights"):
-            stamp = "servegate-model.json" if self.recipe.generated_model else None  # ours: replace if stale
-            actions = sync_folder(self.hosts, self.cluster.head.name, path, stamp,
-                                  log=lambda message: self.progress("weights", message))
-        self.run.update("weights", "distribution", actions)
-        return actions
-
-    def weights(self) -> dict[str, Any]:
-        """Manifest (file list, sizes, content hash) of the model folder on every node, and the problems."""
-        from servegate.steps import model_folder as weights
-        path = self.model_path()
-        with self.phase("weights check"):
-            manifests = self.on_nodes(lambda host: weights.manifest(host, path))
-        problems = weights.problems(manifests, self.cluster.head.name, path)
-        report = {"path": path, "problems": problems,
-                  "nodes": {name: (m.summary() if m else None) for name, m in manifests.items()}}
-        self.run.update("weights", "check", report)
-        return report
-
-    def ray(self):
-        """Ray across every node (head on the head's fabric IP); stays up until close()."""
-        return self.docker.ray_cluster()
-
-    def preflight(self, min_free_gib: float, rendered: Rendered) -> dict:
-        """nodecheck on every node at once over one session each: {node: NodeCheckReport}."""
-        from servegate.nodes.check import NodeCheck, check_nodes
-        from servegate.nodes.host import sessions
-        checks = {}
-        for node in self.cluster.nodes:
-            serves = any(launch.role == "serve" for launch in rendered.launches_for(node))
-            checks[node.name] = NodeCheck(node.workdir, min_free_gib, port=rendered.port if serves else None)
+    # ---- steps, in runbook order (steps/__init__.py lists them with their scenario modules) ------------
+    def preflight(self, min_free_gib: float) -> dict:
+        """Disk and serve port on every node in one round trip each, all nodes at once: {node: report}."""
+        rendered = self.rendered()
+        checks = {node.name: NodeCheck(node.workdir, min_free_gib,
+                                       port=rendered.port if any(x.role == "serve" for x in
+                                                                 rendered.launches_for(node)) else None)
+                  for node in self.cluster.nodes}
         with self.phase("node checks"), sessions(dict(self.hosts)):
             reports = check_nodes(self.hosts, checks)
         self.run.update("node_checks", value={name: {"seconds": round(r.seconds, 3), "problems": r.problems}
                                                for name, r in reports.items()})
         return reports
 
-    def deployment_ray(self):
-        """A view of the Ray head a host-runtime deployment launched (role ray-head); it stops with vLLM."""
-        from servegate.steps.ray import RayCluster
-        head = self.cluster.head.name
-        return RayCluster(self.cluster, dict(self.hosts), self.run_id, python=self.environments()[head].python)
+    def image(self):
+        """The image report (docker runtime), None where the runtime has no image."""
+        return self._once("image", self.runtime.image, "image")
+
+    def environments(self):
+        def bring_up():
+            self.image()
+            envs = self.runtime.environments()
+            for name, env in envs.items():
+                self.run.update("nodes", name, {"versions": env.versions, "python": env.python})
+            return envs
+        return self._once("environments", bring_up, "environment")
+
+    def apply_mods(self) -> dict[str, list]:
+        def apply():
+            outcomes = self.runtime.apply_mods(self.environments())
+            summary = {name: [vars(o) for o in items] for name, items in outcomes.items()}
+            self.run.update("mods", value=summary)
+            return summary
+        self.environments()
+        return self._once("mods", apply, "mods")
+
+    def model_path(self) -> str:
+        """The model location on the nodes; generated models are built once and shipped to every node."""
+        def locate():
+            spec_name = self.recipe.generated_model
+            path = (self.recipe.model or "") if spec_name is None else self._generate_model(spec_name)
+            self.run.update("model", value={"path": path, "generated": spec_name})
+            if len(self.cluster.nodes) > 1 and path:
+                self._distribute_model(path)
+            return path
+        self.environments()
+        return self._once("model", locate)
 
     def _generate_model(self, spec_name: str) -> str:
         spec = MODEL_SPECS_DIR / f"{spec_name}.yaml"
         if not spec.is_file():
             raise ServegateError(f"{self.recipe.path}: model 'generated:{spec_name}' has no spec at {spec}")
-        if self.cluster.head.runtime == "docker":
-            return self.docker.generate_model(spec_name, spec)
-        python = self.controller_python()
-        out = cache_root() / "models" / spec_name
-        env = {**os.environ, "PYTHONPATH": str(LIB_DIR)}
-        result = subprocess.run([python, "-m", "servegate.models", str(spec), str(out)], capture_output=True,
-                                text=True, env=env, timeout=900)
-        if result.returncode != 0:
-            raise ServegateError(f"generating model '{spec_name}' failed:\n{result.stderr[-3000:]}")
-        return str(out)
+        with self.phase("model generation"):
+            return self.runtime.generate_model(spec_name, spec)
 
-    def controller_python(self) -> str:
-        """A python with torch: the head node's vLLM environment when the head is this machine."""
-        head_env = self.environments()[self.cluster.head.name]
-        if self.cluster.head.host.startswith("local://"):
-            return head_env.python
-        return os.environ.get("SERVEGATE_TORCH_PYTHON", head_env.python)
+    def _distribute_model(self, path: str) -> None:
+        """Every node that lacks the model folder receives the head's copy (generated models included)."""
+        with self.phase("weights"):
+            stamp = "servegate-model.json" if self.recipe.generated_model else None  # ours: replace if stale
+            actions = model_folder.sync_folder(self.hosts, self.cluster.head.name, path, stamp,
+                                               log=lambda message: self.progress("weights", message))
+        self.run.update("weights", "distribution", actions)
+
+    def weights(self) -> dict[str, Any]:
+        """Manifest (file list, sizes, content hash) of the model folder on every node, and the problems."""
+        def check():
+            path = self.model_path()
+            manifests = self.on_nodes(lambda host: model_folder.manifest(host, path))
+            problems = model_folder.problems(manifests, self.cluster.head.name, path)
+            report = {"path": path, "problems": problems,
+                      "nodes": {name: (m.summary() if m else None) for name, m in manifests.items()}}
+            self.run.update("weights", "check", report)
+            return report
+        return self._once("weights", check, "weights check")
 
     def rendered(self) -> Rendered:
-        rendered = render(self.recipe, self.cluster, self.overrides, model_path=self.model_path())
-        self.run.update("rendered", value={
-            "mode": rendered.mode, "command": self.run.redact(rendered.command_text), "notes": rendered.notes,
-            "launches": [{"node": launch.node.name, "role": launch.role, "argv": self.run.redact.argv(launch.argv),
-                          "env": self.run.redact.env(launch.env)} for launch in rendered.launches]})
-        return rendered
+        """The recipe rendered onto the cluster, once per run (the model location filled in)."""
+        def make():
+            rendered = render(self.recipe, self.cluster, self.overrides, model_path=self.model_path())
+            redact = self.run.redact
+            for launch in rendered.launches:
+                redact.learn_argv(launch.argv)
+                redact.learn_env(launch.env)
+            self.run.update("rendered", value={
+                "mode": rendered.mode, "command": redact(rendered.command_text), "notes": rendered.notes,
+                "launches": [{"node": x.node.name, "role": x.role, "argv": redact.argv(x.argv),
+                              "env": redact.env(x.env)} for x in rendered.launches]})
+            self.run.update("multinode", value={"vllm": rendered.mode, "ray": self._ray_use(rendered)})
+            return rendered
+        return self._once("rendered", make)
+
+    def flags(self) -> dict[str, GateResult]:
+        """Every launch checked against the vLLM (after mods) of the node that runs it: {node: result}."""
+        def check():
+            rendered, results = self.rendered(), {}
+            self.apply_mods()
+            for node in self.cluster.nodes:
+                if rendered.launches_for(node):
+                    with self.phase("flags", node=node.name):
+                        found = self.runtime.flag_manifest(node.name)
+                        origin = {**found.record(), "runtime": self.runtime.name}
+                        results[node.name] = check_launches(rendered, node.name, found.manifest)
+                    results[node.name].origin = origin
+                    self.run.update("flags", node.name, {**origin, **results[node.name].record()})
+            return results
+        return self._once("flags", check)
+
+    def memory_plan(self) -> MemoryPlan:
+        """The memory plan of the rendered recipe (model read on the head node; no weights loaded)."""
+        def plan():
+            result = plan_for(self.rendered(), self.hosts)
+            self.run.update("memory", "plan", result.as_dict())
+            return result
+        return self._once("memory_plan", plan)
+
+    def ray(self) -> RayCluster:
+        """Ray across every node (head on the head's fabric IP), from the rendered Ray spec; up until close()."""
+        self.environments()
+        return self._once("ray", self.runtime.ray, "ray")
+
+    def env_parity(self) -> ParityReport | None:
+        """Env parity as a Ray task pinned to each node sees it; None where the run has no Ray to ask."""
+        def check():
+            if self._ray_use(self.rendered()) == "none":
+                return None
+            by_ip = self.ray().node_envs()
+            envs = {node_name(self.cluster, ip, list(by_ip)): env for ip, env in by_ip.items()}
+            report = parity(envs, self.recipe.env, list(self.recipe.expect.per_node_env))
+            self.run.update("env_parity", value=report.as_dict())
+            return report
+        return self._once("env_parity", check, "env parity")
+
+    def launch_problems(self) -> list[str]:
+        """What the pre-launch steps found that must stop a launch, from whichever subset of scenarios ran."""
+        problems = []
+        for node, result in self.flags().items():
+            if result.errors:
+                problems.append(f"{result.failure_message()}\n({result.origin.get('node', node)})")
+        if len(self.cluster.nodes) > 1:
+            problems += [f"model folder: {p}" for p in self.weights()["problems"]]
+        report = self.env_parity()
+        if report is not None:
+            problems += [f"env parity: {p}" for p in report.problems]
+        plan = self.memory_plan()
+        unfit = [str(f) for f in plan.findings if f.level == "fail"]
+        if unfit:
+            problems.append("memory plan cannot fit:\n" + "\n".join(unfit) + "\nplan:\n  " + "\n  ".join(plan.lines()))
+        return problems
 
     def deployment(self) -> Deployment:
-        envs = self.environments()
+        """The launch handle (enter it to start); refused when a pre-launch step found errors."""
         self.apply_mods()
         rendered = self.rendered()
-        bin_dirs = {name: env.bin_dir for name, env in envs.items()}
-        hosts = self.hosts
-        if self.uses_docker():
-            hosts = dict(self.docker.start())  # vLLM runs inside each node's container
-            if len(self.cluster.nodes) > 1:
-                problems = self.weights()["problems"]
-                if problems:
-                    raise ServegateError("model folder not identical on every node, not launching:\n"
-                                         + "\n".join(f"  {p}" for p in problems))
-            if rendered.mode == "ray":  # Ray is the stack's (started once, shared with the Ray checks)
-                self.ray()
-                launches = [x for x in rendered.launches if x.role not in RAY_ROLES]
-                rendered = replace(rendered, launches=launches)
-            ray_use = "executor" if rendered.mode == "ray" else "checks only"
-            self.run.update("multinode", value={"vllm": rendered.mode, "ray": ray_use})
-        return Deployment(rendered, hosts, self.run, self.progress, bin_dirs,
-                          ready_timeout_s=float(self.recipe.expect.ready_timeout_s), run_id=self.run_id)
+        problems = self.launch_problems()
+        if problems:
+            raise LaunchRefused(f"not launching {self.recipe.name}: the pre-launch checks found errors:\n"
+                                + "\n".join(problems))
+        if rendered.mode == "ray":
+            self.ray()  # vLLM's Ray executor joins the stack's Ray
+        return Deployment(rendered, dict(self.runtime.serve_hosts()), self.run, self.progress,
+                          self.runtime.bin_dirs(), ready_timeout_s=float(self.recipe.expect.ready_timeout_s),
+                          run_id=self.run_id)
+
+    # ---- helpers ---------------------------------------------------------------------------------------
+    def on_nodes(self, func: Callable[[NodeHost], T]) -> dict[str, T]:
+        """Run func on every node in parallel; re-raise the first failure."""
+        return self.runtime.ctx.parallel(lambda name: func(self.hosts[name]))
+
+    def _ray_use(self, rendered: Rendered) -> str:
+        if rendered.mode == "ray":
+            return "executor"
+        return "checks only" if len(self.cluster.nodes) > 1 and self.runtime.ray_for_checks else "none"
 
 
 def default_cluster_path(recipe: Recipe) -> Path | None:
@@ -304,7 +298,3 @@ def default_cluster_path(recipe: Recipe) -> Path | None:
             return candidate
         return CLUSTERS_DIR / Path(recipe.cluster).name
     return None
-
-
-def shell_join(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

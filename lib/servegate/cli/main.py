@@ -10,9 +10,19 @@ from servegate.config.cluster import load_cluster
 from servegate.config.expect import describe_schema
 from servegate.config.recipe import load_recipe, parse_override
 from servegate.errors import ServegateError
+from servegate.flags import cli as flags_cli
+from servegate.gate import cli as gate_cli
+from servegate.memory import cli as memory_cli
 from servegate.render.command import render
+from servegate.report import cli as report_cli
+from servegate.runtimes import wheelhouse
+from servegate.sim import cli as sim_cli
 from servegate.stack import default_cluster_path
 from servegate.steps.plan import plan_lines, render_lines
+from servegate.throughput import cli as throughput_cli
+
+# Every verb group that lives in its own package, in `servegate --help` order; each registers only its own verbs.
+SUBCOMMANDS = (flags_cli, wheelhouse, memory_cli, throughput_cli, report_cli, gate_cli, sim_cli)
 
 
 def _overrides(values: list[str]) -> dict:
@@ -92,20 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(func=cmd_summary)
     keys = sub.add_parser("expect-keys", help="list every key of a recipe's expect: block")
     keys.set_defaults(func=cmd_expect_keys)
-    _optional_subcommands(sub)
-    return parser
-
-
-def _optional_subcommands(sub) -> None:
-    """Verb groups that live in their own packages register themselves here."""
-    from servegate.flags import cli as flags_cli
-    from servegate.memory import cli as memory_cli
-    from servegate.runtimes import wheelhouse
-    from servegate.sim import cli as sim_cli
-    from servegate.throughput import cli as throughput_cli
-
-    for group in (flags_cli, wheelhouse, memory_cli, throughput_cli, sim_cli):
+    for group in SUBCOMMANDS:
         group.add_subparsers(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

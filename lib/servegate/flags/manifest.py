@@ -149,41 +149,32 @@ def run_extract(argv_prefix: Sequence[str], *script_args: str, timeout: float = 
             check=False,
         )
     except FileNotFoundError as exc:
-        raise ManifestError(
-            f"cannot start {argv_prefix[0]!r}: {exc.strerror}",
-            where=Location(key=shown),
-            fix="pass an existing interpreter (--python PATH)",
-        ) from None
+        raise extraction_error(shown, f"cannot start {argv_prefix[0]!r}: {exc.strerror}",
+                               "pass an existing interpreter (--python PATH)") from None
     except subprocess.TimeoutExpired as exc:
-        raise ManifestError(
-            f"extraction did not finish in {timeout:.0f} s; stderr tail: {tail(exc.stderr)}",
-            where=Location(key=shown),
-            fix="raise the timeout",
-        ) from None
+        raise extraction_error(shown, f"extraction did not finish in {timeout:.0f} s; stderr tail: {tail(exc.stderr)}",
+                               "raise the timeout") from None
     if completed.returncode != 0:
-        raise ManifestError(
-            f"extraction exited {completed.returncode}; stderr tail: {tail(completed.stderr)}",
-            where=Location(key=shown),
-            fix="check that this Python can `import vllm`",
-        )
+        stderr = tail(completed.stderr)
+        raise extraction_error(shown, f"extraction exited {completed.returncode}; stderr tail: {stderr}",
+                               "check that this Python can `import vllm`")
     return parse_output(completed.stdout, completed.stderr, shown)
+
+
+def extraction_error(shown: str, message: str, fix: str) -> ManifestError:
+    """A failed extraction, located at the command line that ran it (`shown`)."""
+    return ManifestError(message, where=Location(key=shown), fix=fix)
 
 
 def parse_output(stdout: str, stderr: str, shown: str) -> dict:
     if not stdout.strip():
-        raise ManifestError(
-            f"extraction printed nothing; stderr tail: {tail(stderr)}",
-            where=Location(key=shown),
-            fix="through docker exec, pass -i so the script reaches the interpreter's stdin",
-        )
+        raise extraction_error(shown, f"extraction printed nothing; stderr tail: {tail(stderr)}",
+                               "through docker exec, pass -i so the script reaches the interpreter's stdin")
     try:
         return json.loads(stdout)
     except json.JSONDecodeError as exc:
-        raise ManifestError(
-            f"extraction printed non-JSON ({exc.msg}): {stdout[:200]!r}",
-            where=Location(key=shown),
-            fix="report this; something printed to stdout",
-        ) from None
+        raise extraction_error(shown, f"extraction printed non-JSON ({exc.msg}): {stdout[:200]!r}",
+                               "report this; something printed to stdout") from None
 
 
 def tail(text: str | bytes | None, limit: int = 1500) -> str:

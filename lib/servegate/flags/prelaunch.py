@@ -23,6 +23,7 @@ class GateResult:
     version: str
     launches: list[str] = field(default_factory=list)  # roles checked, e.g. ["ray-head", "serve"]
     findings: list[Finding] = field(default_factory=list)
+    origin: dict = field(default_factory=dict)  # where the manifest came from (flags.node origin_line)
 
     @property
     def errors(self) -> list[Finding]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from servegate.config.cluster import load_cluster
 from servegate.config.recipe import Recipe, command_argv, load_recipe, parse_override
+from servegate.render.command import render
 
 
 def recipe_commands(recipe: Recipe, overrides: list[str], cluster_path: Path | None) -> list[tuple]:
@@ -18,9 +20,6 @@ def recipe_commands(recipe: Recipe, overrides: list[str], cluster_path: Path | N
     if cluster_path is None:
         argv = command_argv(recipe.render_command(values, builtins=builtins))
         return [(f"{recipe.name} ({recipe.path})", argv, dict(recipe.env))]
-    from servegate.config.cluster import load_cluster
-    from servegate.render.command import render
-
     rendered = render(recipe, load_cluster(cluster_path), values)
     return [
         (f"{recipe.name}[{launch.node.name}]", launch.argv, launch.env)

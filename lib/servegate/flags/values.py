@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from servegate.flags import findings as codes
 from servegate.flags.findings import Finding
@@ -48,20 +48,21 @@ def type_info(option: dict) -> dict:
 # ---------------------------------------------------------------- scalar values
 
 
-def is_int(value: str) -> bool:
+def converts(convert: Callable[[str], object], value: str) -> bool:
+    """Whether convert(value) succeeds, as argparse's type=convert would."""
     try:
-        int(value)
+        convert(value)
     except ValueError:
         return False
     return True
+
+
+def is_int(value: str) -> bool:
+    return converts(int, value)
 
 
 def is_float(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
+    return converts(float, value)
 
 
 def is_human_int(value: str) -> bool:

@@ -6,6 +6,7 @@ import json
 import re
 
 from servegate.errors import RecipeError
+from servegate.render.argv import flag_value, has_flag  # noqa: F401 - has_flag re-exported
 
 DTYPE_BYTES = {
     "float32": 4,
@@ -27,19 +28,7 @@ DTYPE_BYTES = {
 SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 
 
-def flag(argv: list[str], name: str) -> str | None:
-    """The value of --name in argv (last one wins, as argparse does); None when absent."""
-    value = None
-    for index, token in enumerate(argv):
-        if token == name and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif token.startswith(name + "="):
-            value = token.split("=", 1)[1]
-    return value
-
-
-def has_flag(argv: list[str], name: str) -> bool:
-    return any(token == name or token.startswith(name + "=") for token in argv)
+flag = flag_value  # the one argv reader (render/argv.py): last occurrence wins, as in argparse
 
 
 def int_flag(argv: list[str], name: str, default: int) -> int:

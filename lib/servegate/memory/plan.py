@@ -146,13 +146,34 @@ def mamba_state_bytes(shape: ModelShape, tp: int, conv_bytes: float, ssm_bytes: 
     return int(conv + ssm)
 
 
-def build_plan(
-    shape: ModelShape, weight_bytes: int, weight_source: str, ctx: PlanContext, model: str = ""
-) -> MemoryPlan:
-    argv = ctx.argv
-    tp, pp = f.int_flag(argv, "--tensor-parallel-size", 1), f.int_flag(argv, "--pipeline-parallel-size", 1)
-    max_len = f.int_flag(argv, "--max-model-len", int(shape.max_position_embeddings or 8192))
-    seqs = f.int_flag(argv, "--max-num-seqs", 256 if ctx.platform == "gpu" else 128)
+@dataclass
+class _Layout:
+    """What the argv makes of the model on one rank: parallelism, lengths, KV dtype and per-layer state sizes."""
+
+    tp: int
+    pp: int
+    max_len: int
+    seqs: int
+    kv_dtype: str  # as reported, e.g. "fp8 (1 B)"
+    num_spec: int  # speculative tokens per step
+    attn_layers: int  # this rank's, plus the MTP drafter's
+    draft_attention: int  # the MTP drafter's attention layers
+    mamba_layers: int
+    per_token_layer: float  # KV bytes of one token in one attention layer
+    mamba_layer: int  # conv + SSM state bytes of one sequence in one Mamba layer
+
+    @property
+    def kv_per_token(self) -> float:
+        return self.attn_layers * self.per_token_layer
+
+    @property
+    def one_sequence(self) -> int:
+        """KV + Mamba state of one sequence at max_len."""
+        return int(self.max_len * self.kv_per_token + self.mamba_layers * self.mamba_layer)
+
+
+def _cache_dtypes(argv: list[str], shape: ModelShape) -> tuple[str, str, str, str]:
+    """(model, KV cache, Mamba conv state, Mamba SSM state) dtypes, resolving vLLM's "auto"."""
     model_dtype = f.flag(argv, "--dtype") or shape.dtype
     if model_dtype == "auto":
         model_dtype = shape.dtype
@@ -161,62 +182,93 @@ def build_plan(
     ssm_dtype = f.flag(argv, "--mamba-ssm-cache-dtype") or "auto"
     if ssm_dtype == "auto":
         ssm_dtype = shape.mamba_ssm_cache_dtype or ("float32" if shape.is_hybrid else conv_dtype)
-    num_spec = f.speculative_tokens(argv)
+    return model_dtype, kv_dtype, conv_dtype, ssm_dtype
 
+
+def _layout(shape: ModelShape, ctx: PlanContext) -> _Layout:
+    argv = ctx.argv
+    tp, pp = f.int_flag(argv, "--tensor-parallel-size", 1), f.int_flag(argv, "--pipeline-parallel-size", 1)
+    max_len = f.int_flag(argv, "--max-model-len", int(shape.max_position_embeddings or 8192))
+    seqs = f.int_flag(argv, "--max-num-seqs", 256 if ctx.platform == "gpu" else 128)
+    model_dtype, kv_dtype, conv_dtype, ssm_dtype = _cache_dtypes(argv, shape)
+    num_spec = f.speculative_tokens(argv)
     kv_heads = max(1, shape.num_kv_heads // tp)
-    attn_layers, mamba_layers = ceil(shape.attention_layers / pp), ceil(shape.mamba_layers / pp)
     # The MTP drafter's attention layers hold KV in the same cache (on the last pipeline rank).
     draft_attention = shape.mtp_layer_kinds.count("attention") if f.drafts_with_mtp_layers(argv) else 0
-    attn_layers += draft_attention
     per_token_layer = 2 * kv_heads * shape.head_dim * f.dtype_bytes(kv_dtype, model_dtype)
     mamba_layer = mamba_state_bytes(
         shape, tp, f.dtype_bytes(conv_dtype, model_dtype), f.dtype_bytes(ssm_dtype, model_dtype), num_spec
     )
-    kv_per_token = attn_layers * per_token_layer
-    one = int(max_len * kv_per_token + mamba_layers * mamba_layer)
-    world = tp * pp
-    ranks_per_node = ceil(world / max(1, len(ctx.node_names)))
-    weights_rank = ceil(weight_bytes / world)
-    overhead = (
-        ctx.overhead_bytes
-        if ctx.overhead_bytes is not None
-        else int(DEFAULT_OVERHEAD_GIB[ctx.platform] * GIB)
+    return _Layout(
+        tp=tp, pp=pp, max_len=max_len, seqs=seqs, kv_dtype=f"{kv_dtype} ({f.dtype_bytes(kv_dtype, model_dtype)} B)",
+        num_spec=num_spec, attn_layers=ceil(shape.attention_layers / pp) + draft_attention,
+        draft_attention=draft_attention, mamba_layers=ceil(shape.mamba_layers / pp),
+        per_token_layer=per_token_layer, mamba_layer=mamba_layer,
     )
 
+
+def _capacity(layout: _Layout, kv_budget: int, ctx: PlanContext) -> Capacity:
+    """What vLLM's paged allocator makes of the KV budget (block size from the argv or the platform)."""
+    block = f.int_flag(ctx.argv, "--block-size", CPU_BLOCK_SIZE if ctx.platform == "cpu" else GPU_BLOCK_SIZE)
+    return vllm_capacity(
+        kv_budget_bytes=max(0, kv_budget),
+        max_model_len=layout.max_len,
+        attention_layers=layout.attn_layers,
+        mamba_layers=layout.mamba_layers,
+        attn_bytes_per_token_layer=layout.per_token_layer,
+        mamba_bytes_per_layer=layout.mamba_layer,
+        block_size=block,
+        prefix_caching=f.prefix_caching(ctx.argv),
+        num_spec=layout.num_spec,
+    )
+
+
+def _notes(shape: ModelShape, layout: _Layout) -> list[str]:
+    """What the plan does not model: speculative decoding's draft layers, shape numbers marked unsure."""
+    notes = []
+    if layout.num_spec and layout.draft_attention:
+        notes.append(
+            f"speculative decoding ({layout.num_spec} tokens): the MTP drafter's {layout.draft_attention} "
+            "attention layer(s) counted in KV; draft weights are not modelled"
+        )
+    elif layout.num_spec:
+        notes.append(f"speculative decoding ({layout.num_spec} tokens): draft-layer KV and weights are not modelled")
+    if shape.unsure:
+        notes.append(f"shape numbers marked unsure in {shape.source}: {', '.join(shape.unsure)}")
+    return notes
+
+
+def build_plan(
+    shape: ModelShape, weight_bytes: int, weight_source: str, ctx: PlanContext, model: str = ""
+) -> MemoryPlan:
+    layout = _layout(shape, ctx)
+    world = layout.tp * layout.pp
+    ranks_per_node = ceil(world / max(1, len(ctx.node_names)))
+    weights_rank = ceil(weight_bytes / world)
+    overhead = ctx.overhead_bytes if ctx.overhead_bytes is not None else int(DEFAULT_OVERHEAD_GIB[ctx.platform] * GIB)
     budget, kv_budget, source = _budget(ctx, weights_rank, overhead)
     footprint = budget if budget is not None else weights_rank + kv_budget + overhead
     node_footprint = ranks_per_node * footprint if ctx.gpu_total_bytes is None else 0
-    block = f.int_flag(argv, "--block-size", CPU_BLOCK_SIZE if ctx.platform == "cpu" else GPU_BLOCK_SIZE)
-    capacity = vllm_capacity(
-        kv_budget_bytes=max(0, kv_budget),
-        max_model_len=max_len,
-        attention_layers=attn_layers,
-        mamba_layers=mamba_layers,
-        attn_bytes_per_token_layer=per_token_layer,
-        mamba_bytes_per_layer=mamba_layer,
-        block_size=block,
-        prefix_caching=f.prefix_caching(argv),
-        num_spec=num_spec,
-    )
+    one = layout.one_sequence
     plan = MemoryPlan(
         model=model or shape.name,
         model_source=shape.source,
         weight_source=weight_source,
         platform=ctx.platform,
-        tensor_parallel=tp,
-        pipeline_parallel=pp,
+        tensor_parallel=layout.tp,
+        pipeline_parallel=layout.pp,
         ranks_per_node=ranks_per_node,
-        max_model_len=max_len,
-        max_num_seqs=seqs,
-        kv_cache_dtype=f"{kv_dtype} ({f.dtype_bytes(kv_dtype, model_dtype)} B)",
+        max_model_len=layout.max_len,
+        max_num_seqs=layout.seqs,
+        kv_cache_dtype=layout.kv_dtype,
         weight_bytes_total=weight_bytes,
         weight_bytes_per_rank=weights_rank,
-        attention_layers=attn_layers,
-        mamba_layers=mamba_layers,
-        kv_bytes_per_token=kv_per_token,
-        mamba_state_bytes_per_seq=mamba_layers * mamba_layer,
-        mamba_state_bytes_per_layer=mamba_layer,
-        kv_need_bytes=seqs * one,
+        attention_layers=layout.attn_layers,
+        mamba_layers=layout.mamba_layers,
+        kv_bytes_per_token=layout.kv_per_token,
+        mamba_state_bytes_per_seq=layout.mamba_layers * layout.mamba_layer,
+        mamba_state_bytes_per_layer=layout.mamba_layer,
+        kv_need_bytes=layout.seqs * one,
         kv_need_one_bytes=one,
         budget_source=source,
         budget_bytes=budget,
@@ -227,19 +279,9 @@ def build_plan(
         node_total_bytes=ctx.node_total_bytes,
         node_total_source=ctx.node_total_source,
         headroom_bytes_per_node=ctx.node_total_bytes - node_footprint,
-        capacity=capacity,
+        capacity=_capacity(layout, kv_budget, ctx),
     )
-    if num_spec and draft_attention:
-        plan.notes.append(
-            f"speculative decoding ({num_spec} tokens): the MTP drafter's {draft_attention} attention "
-            "layer(s) counted in KV; draft weights are not modelled"
-        )
-    elif num_spec:
-        plan.notes.append(
-            f"speculative decoding ({num_spec} tokens): draft-layer KV and weights are not modelled"
-        )
-    if shape.unsure:
-        plan.notes.append(f"shape numbers marked unsure in {shape.source}: {', '.join(shape.unsure)}")
+    plan.notes += _notes(shape, layout)
     plan.findings = judge(plan, ctx)
     return plan
 

@@ -15,8 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from servegate.labels import OWNER_VAR, RUN_ID_VAR, owner_tag
 from servegate.nodes.host import NodeHost
-from servegate.serve.deployment import OWNER_VAR, RUN_ID_VAR, owner_tag
 
 MEMINFO_KEYS = ("MemTotal", "MemAvailable", "MemFree", "Cached")
 MAX_SECONDS = 12 * 3600  # the loop ends by itself even if nobody stops it

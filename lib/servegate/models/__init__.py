@@ -14,7 +14,7 @@ from servegate.models.spec import ModelSpec, load_spec, parse_spec
 
 def generate(spec, out_dir):
     """See servegate.models.build.generate (imported lazily: it needs numpy and tokenizers)."""
-    from servegate.models.build import generate as _generate
+    from servegate.models.build import generate as _generate  # lazy: optional heavy numpy + tokenizers
 
     return _generate(spec, out_dir)
 

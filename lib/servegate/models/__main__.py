@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from servegate.errors import ServegateError
+from servegate.models import load_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", help="model spec file, e.g. recipes/models/tiny-scripted.yaml")
     parser.add_argument("out_dir", help="folder to write (replaced atomically when out of date)")
     args = parser.parse_args(argv)
-    from servegate.models import load_spec
-    from servegate.models.build import generate, read_stamp
+    from servegate.models.build import generate, read_stamp  # lazy: needs numpy and tokenizers (the vLLM venv)
 
     try:
         folder = generate(load_spec(args.spec), args.out_dir)

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from servegate.errors import RecipeError
+from servegate.models import weights
 from servegate.models.safetensors_io import round_to_dtype, save_safetensors
 from servegate.models.script import MODES
 from servegate.models.spec import MTP_PATTERN, ModelSpec
@@ -121,8 +122,6 @@ def _vocab(spec: ModelSpec) -> list[str]:
 
 def _tensors(spec: ModelSpec, tokenizer, vocab: dict[str, int]):
     """Weights, and per mode the expected reply (None for a random model)."""
-    from servegate.models import weights
-
     if spec.script is None:
         return weights.random_tensors(spec), None
     encode = lambda text: tokenizer.encode(text).ids  # noqa: E731

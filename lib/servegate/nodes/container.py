@@ -11,29 +11,21 @@ transport), so the deployment handle, mods and probes run unchanged on local, SS
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import socket
 from dataclasses import dataclass, field
 
 from servegate.config.cluster import Node
 from servegate.errors import Location, NodeError
+from servegate.labels import OWNER_LABEL, ROLE_LABEL, RUN_LABEL, owner_tag
 from servegate.nodes.host import NodeHost, Result, quote
 
-RUN_LABEL = "org.servegate.run"
-OWNER_LABEL = "org.servegate.owner"
-ROLE_LABEL = "org.servegate.role"
 HF_CACHE = "~/.cache/huggingface"
 SHM_SIZE = "1g"
 NOT_RUNNING = re.compile(r"No such container|is not running|is paused|is restarting")
 # Flags the seeds use that some platforms refuse: (flag, its value, what the refusal looks like).
 # This kind of machine lacks CAP_SYS_RESOURCE, so runc cannot raise RLIMIT_MEMLOCK (type 8).
 OPTIONAL_FLAGS = (("--ulimit", "memlock=-1", re.compile(r"setting rlimit type 8|rlimit.*memlock", re.I)),)
-
-
-def owner_tag() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import testinfra
 
@@ -31,6 +32,7 @@ class NodeUnreachable(NodeError):
 DOCKER_GONE = re.compile(r"No such container|is not running")
 BATCH_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 BATCH_MARK = "SERVEGATE-BATCH"
+WRITE_CHUNK = 32 * 1024  # one printf argument, far below the kernel's 128 KiB per-argument limit
 
 
 @dataclass
@@ -243,15 +245,26 @@ class NodeHost:
         return self.run(command).stdout
 
     def write_text(self, path: str, text: str, mode: str = "600") -> None:
-        heredoc = f"umask 077; mkdir -p $(dirname {shlex.quote(path)}); cat > {shlex.quote(path)} <<'SERVEGATE_EOF'\n" \
-                  f"{text}\nSERVEGATE_EOF\nchmod {mode} {shlex.quote(path)}"
-        self.check(heredoc, f"writing {path}")
+        """Write text to a file on the node, private (umask 077), for any content: no heredoc, every piece
+        a single-quoted printf argument, so no text can end the command or run one. A failure names the
+        file and the node's error, never the command (it holds the text, which may hold secrets)."""
+        folder, target = shlex.quote(str(PurePosixPath(path).parent)), shlex.quote(path)
+        chunks = [text[i:i + WRITE_CHUNK] for i in range(0, len(text), WRITE_CHUNK)] or [""]
+        steps = [f"umask 077; mkdir -p {folder} && printf %s {shlex.quote(chunks[0])} > {target}"]
+        steps += [f"printf %s {shlex.quote(chunk)} >> {target}" for chunk in chunks[1:]]
+        steps.append(f"chmod {shlex.quote(mode)} {target}")
+        for step in steps:
+            result = self.run(step)
+            if not result.ok:
+                raise NodeError(f"writing {path} failed (exit {result.rc}): {result.stderr.strip()[-300:]}",
+                                where=Location(node=self.name), fix="check the folder exists and is writable")
 
     def spawn(self, argv: list[str], *, env_file: str, log_path: str, cwd: str | None = None) -> int:
         """Start a detached process group running argv with the env file sourced; return its pid (= pgid)."""
-        inner = "set -a; . {env}; set +a; {cd}exec {cmd}".format(
+        # the env file is removed as soon as the shell has read it: secrets do not outlive the start
+        inner = "set -a; . {env}; set +a; rm -f {env}; {cd}exec {cmd}".format(
             env=shlex.quote(env_file), cd=f"cd {shlex.quote(cwd)} && " if cwd else "", cmd=quote(argv))
-        command = (f"mkdir -p $(dirname {shlex.quote(log_path)}); "
+        command = (f"mkdir -p {shlex.quote(str(PurePosixPath(log_path).parent))}; "
                    f"setsid bash -c {shlex.quote(inner)} > {shlex.quote(log_path)} 2>&1 < /dev/null & echo $!")
         result = self.check(command, "starting a process")
         return int(result.stdout.strip().splitlines()[-1])

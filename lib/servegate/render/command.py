@@ -15,23 +15,10 @@ from typing import Any
 
 from servegate.config.cluster import Cluster, Node
 from servegate.config.recipe import Recipe, command_argv
+from servegate.render.argv import flag_value
+from servegate.render.launches import RAY_ROLES, VLLM_ROLES, NodeLaunch, ray_launches, vllm_launches
 
 RAY_BACKEND = re.compile(r"--distributed-executor-backend(?:=|\s+)\S+")
-FORWARDED_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY")
-MASTER_PORT = 29501
-
-
-@dataclass
-class NodeLaunch:
-    node: Node
-    role: str  # "serve" (the API server), "headless" (a vLLM follower), "ray-head", "ray-worker"
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        from servegate.nodes.host import quote
-        return quote(self.argv)
 
 
 @dataclass
@@ -67,14 +54,14 @@ class Rendered:
     def launches_for(self, node: Node) -> list[NodeLaunch]:
         return [launch for launch in self.launches if launch.node.name == node.name]
 
+    @property
+    def vllm(self) -> list[NodeLaunch]:
+        """The vLLM processes to launch (Ray, when the mode uses it, is the runtime's to start)."""
+        return [launch for launch in self.launches if launch.role in VLLM_ROLES]
 
-def flag_value(argv: list[str], flag: str) -> str | None:
-    for index, token in enumerate(argv):
-        if token == flag and index + 1 < len(argv):
-            return argv[index + 1]
-        if token.startswith(flag + "="):
-            return token.split("=", 1)[1]
-    return None
+    @property
+    def ray(self) -> list[NodeLaunch]:
+        return [launch for launch in self.launches if launch.role in RAY_ROLES]
 
 
 def render(recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = None,
@@ -99,45 +86,7 @@ def render(recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = 
         notes.append(f"cluster {cluster.name} sets solo_ray: Ray backend kept, one Ray head on the node")
     argv = command_argv(text) + list(extra_args or [])
     mode = "ray" if uses_ray and (not solo or cluster.solo_ray) else ("solo" if solo else "multinode")
-    launches = _launches(recipe, cluster, argv, mode)
-    return Rendered(recipe, cluster, values, text, argv, mode, launches, notes)
-
-
-def node_env(recipe: Recipe, node: Node) -> dict[str, str]:
-    """What a node's processes get: the recipe env, then the node's own vars, then forwarded secrets."""
-    env = dict(recipe.env)
-    env.update(node.env)
-    for name in FORWARDED_SECRETS:
-        if os.environ.get(name) and name not in env:
-            env[name] = os.environ[name]
-    return env
-
-
-def _launches(recipe: Recipe, cluster: Cluster, argv: list[str], mode: str) -> list[NodeLaunch]:
-    head = cluster.head
-    if mode == "solo":
-        return [NodeLaunch(head, "serve", argv, node_env(recipe, head))]
+    launches = vllm_launches(recipe, cluster, argv, mode)
     if mode == "ray":
-        address = f"{head.fabric_ip}:{cluster.ray_port}"
-        head_argv = ["ray", "start", "--head", "--node-ip-address", head.fabric_ip,
-                     "--port", str(cluster.ray_port), *_ray_gpus(head), "--block"]
-        launches = [NodeLaunch(head, "ray-head", head_argv, node_env(recipe, head))]
-        for worker in cluster.workers:
-            worker_argv = ["ray", "start", "--address", address, "--node-ip-address", worker.fabric_ip,
-                           *_ray_gpus(worker), "--block"]
-            launches.append(NodeLaunch(worker, "ray-worker", worker_argv, node_env(recipe, worker)))
-        launches.append(NodeLaunch(head, "serve", argv, node_env(recipe, head)))
-        return launches
-    launches = []
-    for rank, node in enumerate([head, *cluster.workers]):
-        extra = ["--nnodes", str(len(cluster.nodes)), "--node-rank", str(rank),
-                 "--master-addr", head.fabric_ip, "--master-port", str(MASTER_PORT)]
-        role = "serve" if rank == 0 else "headless"
-        launches.append(NodeLaunch(node, role, argv + extra + (["--headless"] if rank else []),
-                                   node_env(recipe, node)))
-    return launches
-
-
-def _ray_gpus(node: Node) -> list[str]:
-    """The cluster file's GPU count, given to Ray rather than left to its autodetection."""
-    return ["--num-gpus", str(node.gpus)] if node.gpus else []
+        launches = ray_launches(recipe, cluster) + launches
+    return Rendered(recipe, cluster, values, text, argv, mode, launches, notes)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servegate.errors import ServegateError
+from servegate.results.schema import load_run as load_run_json
 from servegate.throughput import baseline as baselines
 from servegate.throughput import store
 from servegate.throughput.schema import LevelResult
@@ -69,12 +71,10 @@ def load_run(path: Path, baseline_file: Path | None = None) -> RunView:
     path = Path(path)
     run_json = path / "run.json"
     if not run_json.is_file():
-        from servegate.errors import ServegateError
-
         raise ServegateError(
             f"{path} is not a run folder (no run.json)\n  fix: pass results/<stamp>-<recipe>/"
         )
-    data = json.loads(run_json.read_text())
+    data = load_run_json(run_json.parent)
     view = RunView(path, data, store.load(path), sorted((path / "memory").glob("**/*.png")))
     candidate = baseline_file or baselines.baseline_path(view.recipe)
     if view.throughput and candidate.is_file():

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from servegate.config.paths import REPO_ROOT, RESULTS_DIR
+from servegate.errors import ServegateError
+from servegate.results.schema import SCHEMA_VERSION, check_section
 
-SCHEMA_VERSION = 1
 DEFAULT_RESULTS = RESULTS_DIR
 SECRET_NAME = re.compile(r"TOKEN|API_KEY|APIKEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 SECRET_FLAGS = ("--api-key", "--hf-token")
@@ -81,12 +82,18 @@ def machine() -> dict[str, Any]:
             "cpus": os.cpu_count()}
 
 
+def folder_safe(name: str) -> str:
+    """One path component made of a name: separators, `..` and control characters replaced, length capped."""
+    safe = re.sub(r"[^A-Za-z0-9_.+@=-]+", "_", name).strip("._") or "run"
+    return safe[:100]
+
+
 class RunDir:
     """The results folder of one recipe's run; never overwrites an earlier run's folder."""
 
     def __init__(self, recipe_name: str, root: Path | None = None, redactor: Redactor | None = None):
         root = Path(root or os.environ.get("SERVEGATE_RESULTS", DEFAULT_RESULTS))
-        self.path = self._unique(root, f"{utc_stamp()}-{recipe_name}")
+        self.path = self._unique(root, f"{utc_stamp()}-{folder_safe(recipe_name)}")
         self.redact = redactor or Redactor()
         self._lock = threading.Lock()
         self.data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "recipe": {"name": recipe_name},
@@ -108,6 +115,7 @@ class RunDir:
                 candidate = root / f"{name}-{n}"
 
     def update(self, section: str, key: str | None = None, value: Any = None) -> None:
+        check_section(section)
         with self._lock:
             if key is None:
                 self.data[section] = value
@@ -125,14 +133,21 @@ class RunDir:
             tmp.write_text(text + "\n", encoding="utf-8")
             tmp.replace(self.path / "run.json")
 
+    def inside(self, name: str) -> Path:
+        """self.path / name, refused when the name would leave the run folder (absolute, `..`)."""
+        target = (self.path / name).resolve()
+        if not target.is_relative_to(self.path.resolve()):
+            raise ServegateError(f"refusing to write {name!r}: it is outside the run folder {self.path}")
+        return target
+
     def write_text(self, name: str, text: str) -> Path:
-        target = self.path / name
+        target = self.inside(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(self.redact(text), encoding="utf-8")
         return target
 
     def append_text(self, name: str, text: str) -> None:
-        with self._lock, open(self.path / name, "a", encoding="utf-8") as handle:
+        with self._lock, open(self.inside(name), "a", encoding="utf-8") as handle:
             handle.write(self.redact(text))
 
     def finish(self, verdict: str) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from servegate.results.run import DEFAULT_RESULTS
+from servegate.results.schema import load_run
 
 
 def runs_since(stamp: str, root: Path = DEFAULT_RESULTS) -> list[Path]:
@@ -27,7 +27,7 @@ def overhead(data: dict) -> dict[str, float]:
 
 
 def summary_lines(run: Path) -> list[str]:
-    data = json.loads((run / "run.json").read_text())
+    data = load_run(run)
     lines = [f"{data['recipe']['name']}: {data.get('verdict', '?').upper()}   ({run})"]
     for nodeid, verdict in data.get("scenarios", {}).items():
         message = f"  {verdict.get('message', '')[:80]}" if verdict["outcome"] != "passed" else ""

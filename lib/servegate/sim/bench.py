@@ -4,7 +4,7 @@
 
 Per node size it brings up a simulation (each node a container with its own docker engine and fabric IP),
 gives every node a small image, a running container with an env and a model folder (setup, not timed),
-then times the checks a deployment runs on every node (servegate.nodes.check: one batched round trip per node,
+then times the checks a deployment runs on every node (servegate.steps.preflight: one batched round trip per node,
 every node in parallel): reach the node, disk, serve port, the image and start env of its container, model
 folder manifest. Each size is timed twice: cold (a new `docker exec` per node per round) and over a session
 per node (one long-lived shell each, opened first and timed apart as the connection, like SSH's
@@ -32,12 +32,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from servegate.nodes.check import NodeCheck, check_node
 from servegate.nodes.container import ContainerPlan, remove_container, start_container
 from servegate.nodes.host import NodeHost, sessions
 from servegate.runtimes.images import local_image_id, sync_image
 from servegate.sim.base import BASE_IMAGE, ensure_base_image
 from servegate.sim.cluster import make_cluster, sim_down, sim_up
+from servegate.steps.preflight import NodeCheck, check_node
 
 ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "GLOO_SOCKET_IFNAME": "eth0", "NCCL_SOCKET_IFNAME": "eth0"}
 MODEL_DIR = "/root/.cache/servegate/bench-model"

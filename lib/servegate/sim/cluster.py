@@ -24,7 +24,8 @@ import yaml
 
 from servegate.config.cluster import Cluster, Node
 from servegate.errors import ClusterError, Location, ServegateError
-from servegate.nodes.container import owner_tag
+from servegate.labels import SIM_LABEL, owner_tag
+from servegate.labels import SIM_OWNER_LABEL as OWNER_LABEL
 from servegate.runtimes.images import IMAGES_DIR, ImageBuild, build_image
 from servegate.sim.engine import ensure_engine
 
@@ -49,8 +50,6 @@ NODE_FLAGS = (
     "--shm-size",
     "4g",
 )
-SIM_LABEL = "org.servegate.sim"
-OWNER_LABEL = "org.servegate.sim-owner"  # host:pid of the process that brought the simulation up
 ENGINE_WAIT_S = 90
 LOCK_WAIT_S = 3600
 

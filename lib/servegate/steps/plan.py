@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 from servegate.config.cluster import Cluster, placeholder_addresses
-from servegate.config.paths import REPO_ROOT
 from servegate.config.recipe import Recipe
 from servegate.render.command import Rendered, render
 from servegate.results.run import Redactor
-from servegate.runtimes.host import PIP_PREFIX, env_slug, pip_requirements
+from servegate.runtimes.pyenv import PIP_PREFIX, env_slug, pip_requirements
 from servegate.steps.mods import mod_files, resolve_mod
-
-SCENARIOS = REPO_ROOT / "scenarios"
-
-
-def scenario_steps(folder: Path = SCENARIOS) -> list[tuple[str, str, list[str]]]:
-    """(module, first docstring line, test names) for each scenario module, in runbook order."""
-    steps = []
-    for path in sorted(folder.glob("test_*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        doc = (ast.get_docstring(tree) or "").splitlines()[0] if ast.get_docstring(tree) else ""
-        tests = [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
-        steps.append((path.stem, doc, tests))
-    return steps
+from servegate.steps.runbook import STEPS
 
 
 def render_lines(rendered: Rendered, redact: Redactor | None = None) -> list[str]:
@@ -64,8 +48,9 @@ def plan_lines(recipe: Recipe, cluster: Cluster, overrides: dict | None = None) 
     add(f"readiness on {cluster.head.name}: process alive -> port {rendered.port} open -> /health 200 -> "
         f"/v1/models lists '{rendered.served_model_name}' -> streamed first token "
         f"(deadline {recipe.expect.ready_timeout_s} s)")
-    for module, doc, tests in scenario_steps():
-        add(f"scenario {module}: {doc} [{', '.join(tests)}]")
+    for entry in STEPS:
+        gate = " (the launch refuses on its errors)" if entry.pre_launch else ""
+        add(f"step {entry.number} {entry.name} ({entry.scenario}, {entry.runs}): {entry.checks}{gate}")
     add("teardown: SIGTERM then SIGKILL every process group started, on every node; save redacted logs")
     lines.append("")
     lines.append("rendered:")

@@ -18,8 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from servegate.config.cluster import Cluster, Node
-from servegate.errors import Location, NodeError, ServegateError
+from servegate.errors import Location, NodeError
+from servegate.lifecycle import Managed
 from servegate.nodes.host import NodeHost
+from servegate.render.launches import NodeLaunch, env_script
+from servegate.waits import wait_until
 
 RAY_WAIT_S = 180
 RAY_DAEMONS = "'[g]cs_server|[r]aylet'"  # brackets: the pattern must not match the shell running pgrep
@@ -74,13 +77,15 @@ def node_name(cluster: Cluster, ray_ip: str, ray_ips: list[str]) -> str:
 
 
 @dataclass
-class RayCluster:
-    """Ray head + workers across a cluster's nodes. Use as a context manager or call start()/stop()."""
+class RayCluster(Managed):
+    """Ray head + workers across a cluster's nodes, started from the rendered Ray launches
+    (render.launches.ray_launches, the one Ray spec). Use as a context manager or call start()/stop()."""
 
     cluster: Cluster
     hosts: dict[str, NodeHost]  # where Ray runs on each node (a ContainerHost for the docker runtime)
     run_id: str
-    env_lines: list[str] = field(default_factory=list)  # extra `export` lines for the launch env file
+    launches: list[NodeLaunch]
+    bin_dirs: dict[str, str] = field(default_factory=dict)  # node -> dir holding `ray` (host runtime)
     log: Callable[[str, str | None], None] = lambda message, node=None: None
     started: dict[str, int] = field(default_factory=dict)  # node -> pgid of `ray start --block`
     bring_up_s: float | None = None
@@ -90,41 +95,12 @@ class RayCluster:
     def address(self) -> str:
         return f"{self.cluster.head.fabric_ip}:{self.cluster.ray_port}"
 
-    def argv(self, node: Node) -> list[str]:
-        if node.is_head:
-            return [
-                "ray",
-                "start",
-                "--head",
-                "--node-ip-address",
-                node.fabric_ip,
-                "--port",
-                str(self.cluster.ray_port),
-                "--include-dashboard=false",
-                "--disable-usage-stats",
-                "--block",
-            ]
-        return [
-            "ray",
-            "start",
-            "--address",
-            self.address,
-            "--node-ip-address",
-            node.fabric_ip,
-            "--disable-usage-stats",
-            "--block",
-        ]
+    def _ray(self, name: str) -> str:
+        bin_dir = self.bin_dirs.get(name)
+        return f"{bin_dir}/ray" if bin_dir else "ray"
 
-    def __enter__(self) -> RayCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+    def launch_for(self, node: Node) -> NodeLaunch:
+        return next(launch for launch in self.launches if launch.node.name == node.name)
 
     def start(self) -> None:
         began = time.monotonic()
@@ -143,15 +119,16 @@ class RayCluster:
         host = self.hosts[node.name]
         self._sweep(host)
         base = f"{host.home_path(node.workdir)}/runs/{self.run_id}/ray"
-        host.write_text(f"{base}.env", "\n".join(self.env_lines))
-        argv = self.argv(node)
+        launch = self.launch_for(node)
+        host.write_text(f"{base}.env", env_script(launch.env, self.run_id, self.bin_dirs.get(node.name)))
+        argv = [self._ray(node.name), *launch.argv[1:]]
         self.log(" ".join(shlex.quote(a) for a in argv), node.name)
         self.started[node.name] = host.spawn(argv, env_file=f"{base}.env", log_path=f"{base}.log")
 
     def _sweep(self, host: NodeHost) -> None:
         """A Ray left from an earlier run would make `ray start --head` refuse (stale GCS session)."""
         host.run(
-            f"if pgrep -f {RAY_DAEMONS} >/dev/null; then ray stop --force >/dev/null 2>&1; fi; true",
+            f"if pgrep -f {RAY_DAEMONS} >/dev/null; then {self._ray(host.name)} stop --force >/dev/null 2>&1; fi; true",
             timeout=60,
         )
 
@@ -170,43 +147,23 @@ class RayCluster:
     def _wait_port(self, head: Node) -> None:
         """The head's GCS port answers on the fabric IP (cheap to poll; workers can join from then on)."""
         host = self.hosts[head.name]
-        deadline = time.monotonic() + RAY_WAIT_S
-        while not host.port_open(head.fabric_ip, self.cluster.ray_port):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise ServegateError(
-                    f"Ray head: GCS port {self.address} not open after {RAY_WAIT_S} s\n"
-                    f"--- ray log tail ({head.name}) ---\n{self.log_tail(head.name)}"
-                )
-            time.sleep(0.5)
+        wait_until(f"Ray head answers on {self.address}",
+                   lambda: (host.port_open(head.fabric_ip, self.cluster.ray_port), f"GCS port {self.address}"),
+                   RAY_WAIT_S, 0.5, **self._watch(head.name))
 
     def _wait(self, done: Callable[[list[RayNode]], bool], what: str, node: str) -> None:
-        deadline = time.monotonic() + RAY_WAIT_S
-        seen: list[RayNode] = []
-        status = "not polled yet"
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                seen = [n for n in self.nodes() if n.alive]
-                status = f"{len(seen)} alive: {', '.join(n.ip for n in seen)}"
-            except NodeError as exc:
-                status = str(exc).splitlines()[0][:300]
-            if done(seen):
-                return
-            time.sleep(1.0)
-        raise ServegateError(
-            f"Ray: waited {RAY_WAIT_S} s for {what}; last status: {status}\n"
-            f"--- ray log tail ({node}) ---\n{self.log_tail(node)}"
-        )
+        def probe() -> tuple[bool, str]:
+            seen = [n for n in self.nodes() if n.alive]
+            return done(seen), f"{len(seen)} alive: {', '.join(n.ip for n in seen)}"
 
-    def _check_alive(self) -> None:
-        for name, pgid in self.started.items():
-            if not self.hosts[name].group_alive(pgid):
-                raise NodeError(
-                    f"`ray start` exited early (pgid {pgid})",
-                    where=Location(node=name),
-                    fix=f"read the log:\n{self.log_tail(name)}",
-                )
+        wait_until(what, probe, RAY_WAIT_S, 1.0, **self._watch(node))
+
+    def _watch(self, node: str) -> dict:
+        return {"still_running": self._all_alive, "log_tail": lambda: self.log_tail(node),
+                "subject": f"`ray start` on node {node}"}
+
+    def _all_alive(self) -> bool:
+        return all(self.hosts[name].group_alive(pgid) for name, pgid in self.started.items())
 
     def log_tail(self, node: str, lines: int = 30) -> str:
         host = self.hosts[node]
@@ -242,9 +199,7 @@ class RayCluster:
         def stop_one(name: str) -> None:
             host = self.hosts[name]
             pgid = self.started.get(name)
-            host.run(
-                "ray stop --force >/dev/null 2>&1; true", timeout=60
-            )  # `ray start --block` exits with it
+            host.run(f"{self._ray(name)} stop --force >/dev/null 2>&1; true", timeout=60)  # --block exits with it
             if pgid and host.group_alive(pgid):
                 host.kill_group(pgid, grace_s=5)
             leftover = host.run(f"pgrep -f {RAY_DAEMONS}").stdout.split()

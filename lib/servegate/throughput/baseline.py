@@ -13,6 +13,7 @@ from typing import Any
 
 from servegate.config.paths import RESULTS_DIR
 from servegate.errors import ServegateError
+from servegate.results.schema import load_run
 from servegate.throughput import store
 from servegate.throughput.schema import METRICS
 
@@ -26,7 +27,7 @@ def baseline_path(recipe_name: str) -> Path:
 def make(run_path: Path) -> dict[str, Any]:
     """A baseline from a run's throughput summary; levels that did not pass cleanly are left out."""
     summary = _summary(run_path)
-    run = json.loads((Path(run_path) / "run.json").read_text())
+    run = load_run(run_path)
     workloads = {}
     for name, entry in summary["workloads"].items():
         levels = {

@@ -24,6 +24,7 @@ from pathlib import Path
 from servegate.config.recipe import parse_override
 from servegate.errors import ServegateError
 from servegate.results.run import RunDir
+from servegate.stack import Stack
 from servegate.throughput import aiperf, vllm_bench
 from servegate.throughput.endpoint import Endpoint
 from servegate.throughput.runner import run_level, summary_line
@@ -174,8 +175,6 @@ def _server(args, cleanup: ExitStack):
     if args.endpoint:
         endpoint = cleanup.enter_context(Endpoint(args.endpoint))
         return endpoint, None, RunDir("fidelity", args.results)
-    from servegate.stack import Stack
-
     overrides = dict(parse_override(text) for text in args.set)
     stack = cleanup.enter_context(Stack.from_files(args.recipe, None, overrides, results_root=args.results))
     deployment = cleanup.enter_context(stack.deployment())

@@ -1,4 +1,4 @@
-"""`servegate compare | baseline | report | gate`: throughput results, baselines, reports, the image gate."""
+"""`servegate compare | baseline`: a run's throughput against a baseline, and keeping a run as the baseline."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from servegate.errors import ServegateError
+from servegate.results.schema import load_run
 from servegate.throughput import baseline as baselines
 from servegate.throughput import store
 
@@ -32,12 +33,6 @@ def add_subparsers(sub: argparse._SubParsersAction) -> None:
     keep.add_argument("--out", type=Path, help="baseline file (default: results/baselines/<recipe>.json)")
     keep.add_argument("--force", action="store_true", help="replace an existing baseline")
     keep.set_defaults(func=cmd_baseline)
-    from servegate.report import cli as report_cli
-
-    report_cli.add_subparsers(sub)
-    from servegate.gate import image_bump as gate
-
-    gate.add_subparsers(sub)
 
 
 def parse_tolerances(texts: list[str]) -> dict[str, float]:
@@ -80,6 +75,4 @@ def cmd_baseline(args) -> int:
 
 
 def _recipe_name(run: Path) -> str:
-    import json
-
-    return json.loads((Path(run) / "run.json").read_text())["recipe"]["name"]
+    return load_run(run)["recipe"]["name"]

@@ -14,7 +14,7 @@ from typing import Any
 from servegate.config.recipe import Recipe
 from servegate.results.run import RunDir
 from servegate.throughput import baseline as baselines
-from servegate.throughput import provenance, store
+from servegate.throughput import provenance, store, vllm_bench
 from servegate.throughput.runner import run_workload
 from servegate.throughput.target import target_for
 from servegate.throughput.thresholds import Violation, check
@@ -51,9 +51,7 @@ def measure(
     gpus = gpu_count(recipe)
     tools = {"aiperf": AIPERF_VERSION} if any(w.tool == "aiperf" for w in planned) else {}
     if any(w.tool == "vllm-bench" for w in planned):
-        from servegate.throughput.vllm_bench import version
-
-        tools["vllm-bench"] = version(target.vllm_python) if target.vllm_python else None
+        tools["vllm-bench"] = vllm_bench.version(target.vllm_python) if target.vllm_python else None
     prov = provenance.collect(recipe, run.data, hosts, client, tools)
     result = Measurement(run.path, store.load(run.path) or {}, planned)
     for workload in planned:

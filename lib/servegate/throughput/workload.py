@@ -8,6 +8,7 @@ from typing import Any
 
 from servegate.config.recipe import Recipe
 from servegate.errors import RecipeError
+from servegate.throughput.schema import THRESHOLDS
 
 TOOLS = ("aiperf", "vllm-bench")
 DEFAULT_REQUESTS = 32
@@ -66,8 +67,6 @@ def gpu_count(recipe: Recipe) -> int:
 
 
 def _workload(recipe: Recipe, index: int, entry: dict, sweep: list[int] | None) -> Workload:
-    from servegate.throughput.schema import THRESHOLDS
-
     where = recipe.where(f"expect.throughput.{index}")
     if entry["tool"] not in TOOLS:
         raise RecipeError(
