@@ -285,6 +285,15 @@ class Stack(Managed):
         """Run func on every node in parallel; re-raise the first failure."""
         return self.runtime.ctx.parallel(lambda name: func(self.hosts[name]))
 
+    def ray_use(self) -> str:
+        """How this run uses Ray: "executor" (vLLM's), "checks only" (multi-node checks), or "none"."""
+        return self._ray_use(self.rendered())
+
+    def rendered_offline(self) -> Rendered:
+        """The recipe rendered without touching a node (model location unresolved): an external endpoint's
+        serve flags, where no bring-up happens."""
+        return self._once("rendered_offline", lambda: render(self.recipe, self.cluster, self.overrides))
+
     def _ray_use(self, rendered: Rendered) -> str:
         if rendered.mode == "ray":
             return "executor"
