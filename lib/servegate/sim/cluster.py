@@ -23,11 +23,13 @@ from pathlib import Path
 import yaml
 
 from servegate.config.cluster import Cluster, Node
+from servegate.config.paths import cache_root
 from servegate.errors import ClusterError, Location, ServegateError
 from servegate.labels import SIM_LABEL, owner_tag
 from servegate.labels import SIM_OWNER_LABEL as OWNER_LABEL
 from servegate.runtimes.images import IMAGES_DIR, ImageBuild, build_image
 from servegate.sim.engine import ensure_engine
+from servegate.waits import wait_until
 
 NODE_IMAGE = "servegate-sim-node:1"
 # What a node container needs to run its own docker engine. Not --privileged: that asks for every
@@ -220,21 +222,13 @@ def _engine_answers(node: SimNode) -> bool:
 
 
 def _wait_engine(node: SimNode) -> None:
-    deadline = time.monotonic() + ENGINE_WAIT_S
-    status = ""
-    while time.monotonic() < deadline:
-        probe = _docker(
-            "exec", node.container, "docker", "info", "--format", "{{.ServerVersion}}", timeout=30
-        )
-        if probe.returncode == 0:
-            return
-        status = (probe.stderr or probe.stdout).strip()[-200:]
-        time.sleep(0.5)
-    log = _docker("exec", node.container, "tail", "-n", "20", "/var/log/dockerd.log").stdout
-    raise ServegateError(
-        f"simulated node {node.name}: its docker engine did not answer within {ENGINE_WAIT_S} s "
-        f"(last: {status})\n--- dockerd log tail ---\n{log}"
-    )
+    def probe() -> tuple[bool, str]:
+        answer = _docker("exec", node.container, "docker", "info", "--format", "{{.ServerVersion}}", timeout=30)
+        return answer.returncode == 0, (answer.stderr or answer.stdout).strip()[-200:]
+
+    wait_until(f"the docker engine of simulated node {node.name} answers", probe, ENGINE_WAIT_S, 0.5,
+               subject=f"dockerd on simulated node {node.name}",
+               log_tail=lambda: _docker("exec", node.container, "tail", "-n", "20", "/var/log/dockerd.log").stdout)
 
 
 def sim_up(sim: SimCluster, log=print) -> dict[str, float]:
@@ -282,9 +276,7 @@ _HELD: dict[str, list[int]] = {}  # lock file -> [fd, depth]: re-entrant within 
 @contextmanager
 def sim_lock(sim: SimCluster, wait_s: float = LOCK_WAIT_S, log=print) -> Iterator[None]:
     """One run at a time per simulated cluster: a second run waits (nodes, census and reaping are shared)."""
-    path = str(
-        Path(os.environ.get("SERVEGATE_CACHE", Path.home() / ".cache" / "servegate")) / f"sim-{sim.name}.lock"
-    )
+    path = str(cache_root() / f"sim-{sim.name}.lock")
     if path in _HELD:
         _HELD[path][1] += 1
         try:
@@ -309,23 +301,21 @@ def sim_lock(sim: SimCluster, wait_s: float = LOCK_WAIT_S, log=print) -> Iterato
 
 
 def _acquire(fd: int, path: str, name: str, wait_s: float, log) -> None:
-    deadline = time.monotonic() + wait_s
-    told = False
-    while True:
+    told: list[str] = []
+
+    def probe() -> tuple[bool, str]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
+            return True, "locked"
         except BlockingIOError:
             holder = Path(path).read_text(errors="replace").strip() or "?"
-            if time.monotonic() > deadline:
-                raise ServegateError(
-                    f"simulated cluster {name} is still in use by {holder} after {wait_s:.0f} s\n"
-                    f"  fix: wait for that run, or stop it (lock {path})"
-                ) from None
             if not told:
                 log(f"simulated cluster {name} is in use by {holder}; waiting (up to {wait_s:.0f} s)")
-                told = True
-            time.sleep(2)
+                told.append(holder)
+            return False, f"simulated cluster {name} is still in use by {holder} (wait for that run, or stop " \
+                          f"it; lock {path})"
+
+    wait_until(f"the lock of simulated cluster {name}", probe, wait_s, 2.0)
 
 
 @contextmanager

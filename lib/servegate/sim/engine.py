@@ -10,10 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from servegate.errors import ServegateError  # standard library only, like this module
+from servegate.errors import ServegateError, WaitTimeout  # standard library only, like this module
+from servegate.waits import wait_until  # standard library only too
 
 PACKAGES = ("docker.io", "debootstrap")
 DOCKERD_LOG = Path("/var/log/servegate-dockerd.log")
@@ -65,13 +65,12 @@ def start_dockerd(log=print) -> None:
     log(f"starting {dockerd} (log {DOCKERD_LOG})")
     with open(DOCKERD_LOG, "ab") as out:
         subprocess.Popen([dockerd], stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + SOCKET_WAIT_S
-    while time.monotonic() < deadline:
-        if engine_answers():
-            return
-        time.sleep(0.5)
-    tail = DOCKERD_LOG.read_text(errors="replace")[-2000:] if DOCKERD_LOG.exists() else ""
-    raise EngineError(f"dockerd did not answer `docker info` within {SOCKET_WAIT_S} s; log tail:\n{tail}")
+    try:
+        wait_until("dockerd answers `docker info`", lambda: (engine_answers(), "no answer yet"), SOCKET_WAIT_S, 0.5,
+                   subject="dockerd", log_tail=lambda: DOCKERD_LOG.read_text(errors="replace")[-2000:]
+                   if DOCKERD_LOG.exists() else "")
+    except WaitTimeout as exc:
+        raise EngineError(str(exc)) from None
 
 
 def ensure_engine(log=print) -> str:
