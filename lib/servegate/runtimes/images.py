@@ -14,6 +14,7 @@ blanket prune: removal is by exact tag or ID only.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,7 +248,6 @@ def probe_image(host: NodeHost, tag: str) -> dict:
             where=Location(node=host.name),
             fix=f"run by hand on the node: {command[:200]}",
         )
-    import json
 
     return json.loads(line.removeprefix("SERVEGATE-PROBE "))
 
@@ -344,8 +345,6 @@ def sync_image(
         if before[name] and before[name] != truth:
             hosts[name].run(f"docker rmi {shlex.quote(before[name])} >/dev/null 2>&1")
 
-    from concurrent.futures import ThreadPoolExecutor
-
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(receivers))) as pool:
             list(pool.map(receive, receivers))
@@ -364,7 +363,6 @@ def sync_image(
 
 
 def _ids(hosts: dict[str, NodeHost], tag: str) -> dict[str, str | None]:
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         return dict(zip(hosts, pool.map(lambda h: node_image_id(h, tag), hosts.values()), strict=True))

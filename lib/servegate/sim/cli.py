@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 
 from servegate.config.cluster import load_cluster
+from servegate.config.recipe import load_recipe
 from servegate.errors import ServegateError
+from servegate.runtimes.images import build_image, build_spec
+from servegate.sim.cluster import container_state, sim_down, sim_spec, sim_up
 
 
 def _sim(args):
-    from servegate.sim.cluster import sim_spec
-
     return sim_spec(load_cluster(args.cluster))
 
 
 def cmd_sim(args) -> int:
-    from servegate.sim.cluster import container_state, sim_down, sim_up
-
     sim = _sim(args)
     if args.action == "up":
         sim_up(sim)
@@ -29,9 +28,6 @@ def cmd_sim(args) -> int:
 
 
 def cmd_image(args) -> int:
-    from servegate.config.recipe import load_recipe
-    from servegate.runtimes.images import build_image, build_spec
-
     recipe = load_recipe(args.recipe)
     spec = build_spec(recipe.container, recipe.build_args, recipe.path.parent, recipe.where("container"))
     if spec is None:
