@@ -2,4 +2,5 @@
 
 pytest_plugins = ["fixtures.options", "fixtures.stack", "fixtures.preflight", "fixtures.image", "fixtures.mods",
                   "fixtures.weights", "fixtures.ray", "fixtures.flags", "fixtures.memory", "fixtures.throughput",
-                  "fixtures.serve", "fixtures.parsing", "fixtures.report"]
+                  "fixtures.serve", "fixtures.parsing", "fixtures.report",
+                  "fixtures.stack_parity", "fixtures.fabric", "fixtures.serving_checks"]

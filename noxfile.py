@@ -12,11 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")  # as servegate.report.cli looks for them
 ALIAS_LINE = re.compile(r"^alias:\s*['\"]?([A-Za-z0-9_.-]+)", re.MULTILINE)
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -77,12 +80,64 @@ for _alias, _path in _aliased_recipes().items():
     _make_deploy_session(_alias, _path)
 
 
+def _docker_up() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0 if shutil.which("docker") else False
+
+
+def _bring_up(session: nox.Session) -> dict[str, str]:
+    """Bring up what the test tiers need where this machine allows it (as root: the docker engine, Debian's
+    chromium); return tier -> why it cannot run, for those that still cannot."""
+    missing: dict[str, str] = {}
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if not _docker_up():
+        if root:
+            session.log("no docker engine: installing and starting it (python -m servegate.sim.engine)")
+            session.run("python", "-m", "servegate.sim.engine", env={"PYTHONPATH": str(ROOT / "lib")},
+                        success_codes=range(256))
+        if not _docker_up():
+            missing["docker engine (simulated multi-node cluster, container node checks)"] = (
+                "the engine could not be started" if root else "not root: run `sudo PYTHONPATH=lib python3 -m "
+                "servegate.sim.engine` first")
+    if not any(shutil.which(name) for name in BROWSERS):
+        if root and shutil.which("apt-get"):
+            session.log("no chromium: installing Debian's chromium (report PNG test)")
+            session.run("apt-get", "update", "-qq", external=True, success_codes=range(256))
+            session.run("apt-get", "install", "-y", "-qq", "chromium", external=True, success_codes=range(256),
+                        env={"DEBIAN_FRONTEND": "noninteractive"})
+        if not any(shutil.which(name) for name in BROWSERS):
+            missing["report in a real browser (tests/test_report.py PNG)"] = (
+                "chromium could not be installed" if root else "not root: `apt-get install -y chromium` first")
+    return missing
+
+
+def _summary(session: nox.Session, missing: dict[str, str], outcomes: dict[str, str]) -> None:
+    bar = "=" * 100
+    lines = [bar, "servegate tests: tiers", bar]
+    lines += [f"  {name:28} {outcome}" for name, outcome in outcomes.items()]
+    lines += [f"  NOT RUN: {tier}\n           why: {why}" for tier, why in missing.items()] or [
+        "  every tier could run on this machine (docker engine, chromium present)"]
+    lines.append(bar)
+    (session.warn if missing else session.log)("\n" + "\n".join(lines))
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The project's own tests: lib unit tests, fixture tests, and the end-to-end local deploy."""
+    """The project's own tests: lib unit tests, fixture tests, and the end-to-end local deploy. As root it
+    first brings up what the tiers need (docker engine, chromium); a summary block says what could not run."""
     _install(session)
-    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
-    session.run("pytest", "scenarios", "-p", "no:cacheprovider")
+    missing = _bring_up(session)
+    outcomes = {"tests/ (unit, e2e)": "not run", "scenarios/ (local deploy)": "not run"}
+    try:
+        session.run("pytest", "tests", "-p", "no:cacheprovider", "-rs", *session.posargs)
+        outcomes["tests/ (unit, e2e)"] = "passed"
+        session.run("pytest", "scenarios", "-p", "no:cacheprovider")
+        outcomes["scenarios/ (local deploy)"] = "passed"
+    except BaseException:  # nox's CommandFailed, or an interrupt: the tier that was running failed
+        failing = next(k for k, v in outcomes.items() if v == "not run")
+        outcomes[failing] = "FAILED"
+        raise
+    finally:
+        _summary(session, missing, outcomes)
 
 
 @nox.session(python=PYTHON)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from servegate.errors import NodeError
+from servegate.config.recipe import check_command_text
+from servegate.errors import NodeError, RecipeError
 
 
 def test_node_reachable(node, stack):
@@ -12,6 +13,10 @@ def test_node_reachable(node, stack):
 
 
 def test_recipe_fits_cluster(recipe, cluster):
+    try:  # bash would end the command early at a blank line after a `\` (issue 16 item 7)
+        check_command_text(recipe)
+    except RecipeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     nodes = len(cluster.nodes)
     assert not (recipe.cluster_only and nodes == 1), \
         f"{recipe.path}: cluster_only recipe on the single-node cluster {cluster.name}"

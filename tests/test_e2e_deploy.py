@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_secrets import VISIBLE, leaks, secret_recipe
 
 from servegate.config.cluster import load_cluster
 from servegate.labels import RUN_ID_VAR
@@ -60,6 +61,58 @@ def test_secrets_never_reach_results(tmp_path):
             assert fake_key not in text, f"VLLM_API_KEY leaked into {path}"
     assert fake_token not in output and fake_key not in output
     assert leftover_processes(run) == []
+
+
+def test_secrets_of_every_kind_never_printed_nor_written(tmp_path):
+    """A real deploy carrying a fake secret of every kind (by name, by value shape, a URL password, --api-key):
+    0 hits in every file of the results folder and every printed line; numbers under TOKENS names stay."""
+    child = child_pytest(tmp_path / "results", "--sg-recipe", str(secret_recipe(tmp_path)), "-k", "serve")
+    output, _ = child.communicate(timeout=900)
+    assert child.returncode == 0, output[-4000:]
+    assert leaks(output) == [], [line for line in output.splitlines() if leaks(line)]
+    run = only_run(tmp_path / "results")
+    files = [path for path in run.rglob("*") if path.is_file()]
+    assert {"run.json", "junit.xml", "pytest.log", "progress.log"} <= {p.name for p in files}
+    for path in files:
+        hits = leaks(path.read_text(errors="replace"))
+        assert hits == [], f"{hits} leaked into {path}"
+    assert VISIBLE.split("=")[0] in (run / "run.json").read_text()
+    run_id = json.loads((run / "run.json").read_text())["launch"]["run_id"]
+    cache = Path(NodeHost(load_cluster().head).home_path("~/.cache/servegate/runs")) / run_id
+    left = [p for p in cache.rglob("*") if p.is_file() and leaks(p.read_text(errors="replace"))]
+    assert left == [], f"secret-bearing files left on the node: {left}"
+    assert leftover_processes(run) == []
+
+
+def test_sigkilled_run_leaves_no_secret_and_clean_stale_marks_it_killed(tmp_path):
+    """SIGKILL the controller (nothing of its teardown runs): the env files are already gone; `servegate clean
+    --stale` kills its server, removes its node files and marks its run.json `killed`."""
+    results = tmp_path / "results"
+    child = child_pytest(results, "--sg-recipe", str(secret_recipe(tmp_path)), "-k", "serve")
+    deadline, run = time.monotonic() + 600, None
+    while time.monotonic() < deadline and run is None:
+        logs = list(results.glob("*/progress.log"))
+        if logs and "readiness" in logs[0].read_text():
+            run = logs[0].parent
+        assert child.poll() is None, child.stdout.read()[-3000:]
+        time.sleep(0.5)
+    assert run is not None, "the child run never reached readiness"
+    child.kill()
+    child.communicate(timeout=60)
+    data = json.loads((run / "run.json").read_text())
+    assert data["verdict"] == "running"
+    cache = Path(NodeHost(load_cluster().head).home_path("~/.cache/servegate/runs")) / data["launch"]["run_id"]
+    assert not list(cache.glob("*.env")), "an env file outlived the process start"
+    assert leftover_processes(run), "the server should outlive its SIGKILLed controller"
+    clean = subprocess.run([sys.executable, "-m", "servegate", "clean", "--stale", "--results", str(results)],
+                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "lib")}, capture_output=True,
+                           text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    assert leftover_processes(run) == [], clean.stdout
+    assert not cache.exists(), clean.stdout
+    assert json.loads((run / "run.json").read_text())["verdict"] == "killed", clean.stdout
+    assert leaks(clean.stdout + clean.stderr) == []
+    assert not [p for p in results.rglob("*") if p.is_file() and leaks(p.read_text(errors="replace"))]
 
 
 def test_failed_start_reports_exit_keeps_logs_and_leaves_nothing(tmp_path):
@@ -113,3 +166,17 @@ def test_preflight_fails_naming_node_and_port_when_the_serve_port_is_taken(tmp_p
         output, _ = child.communicate(timeout=600)
     assert child.returncode == 1, output[-3000:]
     assert f"node local: port {port} is already in use" in output, output[-3000:]
+
+
+def test_placeholder_cluster_is_one_usage_error(tmp_path):
+    """`nox -s deploy-ultra` on the gx10-4 template: one short message naming the cluster file and the nodes,
+    exit 4 (usage error), before any collection, instead of every test failing on every node."""
+    recipe = ROOT / "recipes" / "nemotron-3-ultra-gx10x4.yaml"
+    child = child_pytest(tmp_path, "--sg-recipe", str(recipe))
+    output, _ = child.communicate(timeout=300)
+    assert child.returncode == 4, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) <= 6, output
+    assert "gx10-4.yaml" in output and "gx10-1" in output and "gx10-4" in output, output
+    assert output.count("placeholder") == 1, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output, output

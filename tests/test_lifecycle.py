@@ -60,4 +60,5 @@ def test_deadline_is_reported_with_step_status_and_tail():
     with pytest.raises(WaitTimeout) as info:
         run_steps(steps, still_running=lambda: True, log_tail=lambda: "last log line")
     text = str(info.value)
-    assert "step 2/2: /health 200 did not succeed" in text and "HTTP 503" in text and "last log line" in text
+    assert "step 2/2: /health 200 (the server) did not succeed" in text
+    assert "HTTP 503" in text and "last log line" in text

@@ -5,6 +5,7 @@ with a missing var or another image). On this machine (local://) and, with a doc
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -14,7 +15,7 @@ from servegate.config.cluster import Node
 from servegate.nodes.container import ContainerPlan, remove_container, start_container
 from servegate.nodes.host import NodeHost
 from servegate.runtimes.images import local_image_id
-from servegate.sim.base import BASE_IMAGE
+from servegate.sim.base import BASE_IMAGE, ensure_base_image
 from servegate.steps.model_folder import problems
 from servegate.steps.preflight import NodeCheck, check_node, check_nodes
 
@@ -79,8 +80,9 @@ def test_differing_folders_on_two_nodes_are_found_from_the_reports(tmp_path):
 @pytest.fixture
 def base_container():
     """A real container on this machine's docker engine, started with one env var; removed afterwards."""
-    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
-        pytest.skip(f"needs the docker engine and {BASE_IMAGE} (python -m servegate.sim.bench builds it)")
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.skip("needs a docker engine: PYTHONPATH=lib python3 -m servegate.sim.engine")
+    ensure_base_image()  # built here when missing: no test depends on what an earlier run left
     host = NodeHost(LOCAL)
     plan = ContainerPlan(LOCAL, BASE_IMAGE, "servegate-nodecheck-test", "nodecheck", {"GLOO_SOCKET_IFNAME": "lo"})
     remove_container(host, plan.name)
@@ -122,3 +124,53 @@ def test_a_session_gives_the_same_batch_results_and_reports_a_timeout_or_a_close
         assert session.run("echo again").rc == 255
     assert host._session is None
     assert host.run_batch(commands) == fresh  # back to one round trip per batch
+
+
+def path_without(tmp_path, *missing: str) -> str:
+    """A PATH of one folder holding symlinks to every program on this machine's PATH except `missing`."""
+    import os
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            target = os.path.join(directory, name)
+            if name not in missing and not (folder / name).exists() and os.access(target, os.X_OK):
+                (folder / name).symlink_to(target)
+    return str(folder)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_a_node_without_ss_still_finds_a_listener_in_proc_net_tcp(tmp_path, family, monkeypatch):
+    monkeypatch.setenv("PATH", path_without(tmp_path, "ss"))  # the local:// node's shell inherits it
+    host = NodeHost(Node(name="nossnode", role="head", host="local://", fabric_ip="127.0.0.1"))
+    assert host.run("command -v ss || echo none").stdout.strip() == "none"  # the node really lacks ss
+    address = "127.0.0.1" if family == socket.AF_INET else "::1"
+    with socket.socket(family) as listener:
+        listener.bind((address, 0))
+        port = listener.getsockname()[1]
+        free = check_node(host, NodeCheck(str(tmp_path / "work"), port=port))
+        assert free.problems == [] and free.port_source == "/proc/net/tcp"
+        listener.listen()
+        taken = check_node(host, NodeCheck(str(tmp_path / "work"), port=port))
+    shown = f"[{address}]" if family == socket.AF_INET6 else address
+    assert taken.port_source == "/proc/net/tcp"
+    assert len(taken.problems) == 1 and taken.problems[0].startswith(
+        f"node nossnode: port {port} is already in use (read with /proc/net/tcp):\n"
+        f"LISTEN {shown}:{port} (/proc/net/tcp{'6' if family == socket.AF_INET6 else ''})\nheld by pid {os.getpid()}: ")
+
+
+def test_a_missing_tool_is_named_not_read_as_a_finding(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", path_without(tmp_path, "sha256sum", "nvidia-smi", "docker", "curl"))
+    host = NodeHost(Node(name="bare", role="head", host="local://", fabric_ip="127.0.0.1"))
+    folder = model_folder(tmp_path, "model", 1)
+    report = check_node(host, NodeCheck(str(tmp_path / "work"), model_path=str(folder), gpus=1,
+                                        container="servegate-absent"))
+    assert report.weights is None and report.free_gib > 0
+    assert "sha256sum" in report.missing_tools and "nvidia-smi" in report.missing_tools
+    assert ("node bare: the weights check needs sha256sum, which is not on the node's PATH; install it there "
+            "(no check was made)") in report.problems
+    assert any("the gpus check needs nvidia-smi" in p for p in report.problems)
+    assert any("the container check needs docker" in p for p in report.problems), report.problems
+    assert not any("absent" in p or "differs" in p or "not found" in p for p in report.problems)

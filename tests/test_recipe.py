@@ -224,9 +224,13 @@ def test_top_level_wrong_type(tmp_path):
     assert "'mods' must be a list of mod folders" in str(err) and err.where.line == 5
 
 
-def test_unsupported_version(tmp_path):
-    err = error_for(tmp_path, "recipe_version: '2'\nname: x\ncontainer: c\ncommand: v\n")
-    assert "recipe_version '2' is not supported" in str(err)
+def test_unsupported_version_warns(tmp_path):
+    """upstream load_recipe: `if recipe_ver not in SUPPORTED_VERSIONS: print(f"Warning: Recipe uses schema
+    version '{recipe_ver}', but this run-recipe.py supports: {SUPPORTED_VERSIONS}")` -- a warning, not a stop."""
+    path = tmp_path / "r.yaml"
+    path.write_text("recipe_version: '7'\nname: x\ncontainer: c\ncommand: v\n")
+    recipe = load_recipe(path)
+    assert "schema version '7'" in recipe.warnings[0] and ":1:" in recipe.warnings[0]
 
 
 def test_missing_file():

@@ -16,9 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from servegate.redact import redact
+
 
 class ServegateError(Exception):
-    """Base for every error servegate reports without a traceback."""
+    """Base for every error servegate reports without a traceback. Its text is redacted (servegate.redact):
+    a message reaches the terminal, pytest.fail and junit, so a secret in a command it quotes must not."""
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 @dataclass

@@ -33,7 +33,7 @@ from servegate.runtimes import host as _host  # noqa: F401 - registers the host 
 from servegate.runtimes.base import RuntimeContext, runtime_for
 from servegate.serve.deployment import Deployment
 from servegate.sim.cluster import simulated_cluster
-from servegate.steps import model_folder
+from servegate.steps import fabric, model_folder, stack_parity
 from servegate.steps.env_parity import ParityReport, parity
 from servegate.steps.preflight import NodeCheck, check_nodes
 from servegate.steps.ray import RayCluster, node_name
@@ -123,7 +123,8 @@ class Stack(Managed):
         rendered = self.rendered()
         checks = {node.name: NodeCheck(node.workdir, min_free_gib,
                                        port=rendered.port if any(x.role == "serve" for x in
-                                                                 rendered.launches_for(node)) else None)
+                                                                 rendered.launches_for(node)) else None,
+                                       gpus=node.gpus or 0)
                   for node in self.cluster.nodes}
         with self.phase("node checks"), sessions(dict(self.hosts)):
             reports = check_nodes(self.hosts, checks)
@@ -204,7 +205,8 @@ class Stack(Managed):
                 "mode": rendered.mode, "command": redact(rendered.command_text), "notes": rendered.notes,
                 "launches": [{"node": x.node.name, "role": x.role, "argv": redact.argv(x.argv),
                               "env": redact.env(x.env)} for x in rendered.launches]})
-            self.run.update("multinode", value={"vllm": rendered.mode, "ray": self._ray_use(rendered)})
+            self.run.update("multinode", value={"vllm": rendered.mode, "launcher": rendered.launcher,
+                                               "ray": self._ray_use(rendered)})
             return rendered
         return self._once("rendered", make)
 
@@ -248,6 +250,29 @@ class Stack(Managed):
             self.run.update("env_parity", value=report.as_dict())
             return report
         return self._once("env_parity", check, "env parity")
+
+    def stack_parity(self) -> stack_parity.ParityReport:
+        """Step 15: each node's fingerprint where vLLM runs (driver, CUDA, kernel, NCCL, packages, freeze, image)."""
+        def check():
+            envs, images, hosts = self.environments(), stack_parity.image_ids(self.image()), self.runtime.serve_hosts()
+            prints = self.runtime.ctx.parallel(
+                lambda name: stack_parity.fingerprint(hosts[name], envs[name].python, images.get(name)))
+            report = stack_parity.compare(prints, self.cluster.head.name)
+            self.run.update("stack_parity", value=report.as_dict())
+            return report
+        return self._once("stack_parity", check, "stack parity")
+
+    def fabric(self) -> fabric.FabricReport:
+        """Step 47: declared interfaces up on every node, the fabric IPs on them, a timed all-reduce across nodes."""
+        def check():
+            envs, hosts = self.environments(), self.runtime.serve_hosts()
+            wanted = {n.name: {**{k: str(v) for k, v in self.recipe.env.items()}, **n.env} for n in self.cluster.nodes}
+            report = fabric.preflight(hosts, wanted, {n.name: n.fabric_ip for n in self.cluster.nodes},
+                                      {name: env.python for name, env in envs.items()}, self.cluster.head.name,
+                                      self.recipe.expect.fabric, self.runtime.ctx.parallel)
+            self.run.update("fabric", value=report.as_dict())
+            return report
+        return self._once("fabric", check, "fabric")
 
     def launch_problems(self) -> list[str]:
         """What the pre-launch steps found that must stop a launch, from whichever subset of scenarios ran."""

@@ -57,7 +57,7 @@ def run_steps(steps: list[Step], *, still_running: Callable[[], bool] = lambda: 
                                    f"{step.name} (after {time.monotonic() - started:.0f} s); last status: {status}"
                                    f"{_tail(log_tail, subject)}")
             if time.monotonic() >= step_deadline:
-                raise WaitTimeout(f"step {index}/{len(steps)}: {step.name} did not succeed after "
+                raise WaitTimeout(f"step {index}/{len(steps)}: {step.name} ({subject}) did not succeed after "
                                   f"{time.monotonic() - started:.0f} s; last status: {status}"
                                   f"{_tail(log_tail, subject)}")
             time.sleep(step.poll_s)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Copy what a device session produced, without the bulky raw files, to OUT (the device tool's $OUT):
-# logs, run.json/junit/progress of every run, normalised throughput summaries, plots, fidelity figures.
-# Usage: bash recipes/clusters/device-collect.sh [RESULTS=/tmp/sg-results] [OUT=$OUT]
-set -uo pipefail
+# Pack what a device session produced into ONE archive plus its summary (.md/.json) in OUT (the device tool's
+# $OUT): logs, run.json/junit/progress of every run, throughput summaries, plots, fidelity figures; files over
+# 3 MiB stay behind and are listed in the summary. `servegate collect` does the work.
+# Usage: bash recipes/clusters/device-collect.sh [RESULTS=/tmp/sg-results] [OUT=$OUT] [NAME]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 results=${1:-/tmp/sg-results}
 out=${2:-$OUT}
-cd "$results" || exit 1
-find . -type f \( -name '*.log' -o -name 'run.json' -o -name 'junit.xml' -o -name '*.md' -o -name '*.txt' \
-  -o -name '*.csv' -o -name '*.png' -o -name '*.json' \) \
-  -size -3M -print0 | tar --null -T - -cf - | tar -xf - -C "$out"
-du -sh "$out"
+PYTHONPATH="$repo/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m servegate collect "$results" --out "$out" \
+  ${3:+--name "$3"}
+ls -l "$out"

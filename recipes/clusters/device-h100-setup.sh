@@ -5,13 +5,20 @@
 # With AIPERF_WHEELS=DIR (wheels of aiperf and what the image lacks for it, resolved against the image's
 # versions), AIPerf goes into its own AIPERF_SITE (/tmp/aiperf-site) with a console script at
 # AIPERF_SITE/bin/aiperf; export SERVEGATE_AIPERF=that path so the suite uses it.
-# Usage: bash recipes/clusters/device-h100-setup.sh WHEEL_DIR [SITE=/tmp/site]
+# WHEEL_DIR may be a bundle (`servegate wheelhouse ... --bundle DIR`, it has manifest.json): its install.py
+# then joins the parts, checks every sha256 and installs wheels/ into SITE and aiperf/ into AIPERF_SITE.
+# Usage: bash recipes/clusters/device-h100-setup.sh WHEEL_DIR|BUNDLE [SITE=/tmp/site]
 set -euo pipefail
-wheels=${1:?usage: device-h100-setup.sh WHEEL_DIR [SITE]}
+wheels=${1:?usage: device-h100-setup.sh WHEEL_DIR|BUNDLE [SITE]}
 site=${2:-/tmp/site}
 base=${SERVEGATE_BASE_PYTHON:-$(command -v python3)}
-"$base" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-  "$wheels"/*.whl
+if [ -f "$wheels/manifest.json" ]; then
+  "$base" "$wheels/install.py" "$wheels" --python "$base" --target "$site" \
+    --aiperf-target "${AIPERF_SITE:-/tmp/aiperf-site}"
+else
+  "$base" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+    "$wheels"/*.whl
+fi
 mkdir -p "$site/bin"
 cat > "$site/bin/python3" <<WRAPPER
 #!/bin/sh

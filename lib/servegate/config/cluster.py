@@ -15,7 +15,7 @@ ROLES = ("head", "worker")
 RUNTIMES = ("host", "docker")
 HOST_SCHEMES = ("local", "ssh", "paramiko", "docker", "podman", "kubectl")
 NODE_KEYS = {"name", "role", "host", "fabric_ip", "runtime", "python", "workdir", "env", "gpus", "ssh_options"}
-CLUSTER_KEYS = {"name", "description", "nodes", "fabric", "ray_port", "solo_ray"}
+CLUSTER_KEYS = {"name", "description", "nodes", "fabric", "ray_port", "solo_ray", "multinode"}
 # Node and cluster names end up in log file names, paths and shell commands: one safe path component.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -50,6 +50,7 @@ class Cluster:
     # A one-node cluster that still runs Ray: keep a recipe's `--distributed-executor-backend ray` (upstream
     # drops it in solo mode) and start a Ray head on the node, so the Ray executor is tested on one machine.
     solo_ray: bool = False
+    multinode: str | None = None  # "ray" | "no-ray": how a multi-node run starts vLLM (render/upstream.py)
 
     @property
     def head(self) -> Node:
@@ -175,8 +176,12 @@ def load_cluster(path: str | Path | None = None) -> Cluster:
     description = data.get("description") or ""
     if not isinstance(description, str):
         raise ClusterError("description must be a string", where=src.at("description"), fix="quote it")
+    multinode = data.get("multinode")
+    if multinode is not None and multinode not in ("ray", "no-ray"):
+        raise ClusterError(f"multinode must be ray or no-ray, found {multinode!r:.80}", where=src.at("multinode"),
+                           fix="multinode: ray (upstream's default) or multinode: no-ray")
     return Cluster(name=name, path=path, nodes=nodes, ray_port=ray_port, description=description,
-                   solo_ray=solo_ray)
+                   solo_ray=solo_ray, multinode=multinode)
 
 
 def _check_unique(nodes: list[Node], src: SourceMap) -> None:

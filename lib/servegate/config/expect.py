@@ -90,6 +90,30 @@ WORKLOAD = {
     "max_errors": Field(int, 0, "failed requests allowed per level (errors are kept as evidence)"),
     "fail_on_regression": Field(bool, False, "fail when worse than results/baselines/<recipe>.json"),
     "tolerance_pct": Field(dict, {}, "regression tolerance in % per metric ({output_tps: 10}); null: skip"),
+    "repeats": Field(int, 1, "runs per concurrency level; >1 records a 95 % confidence interval per metric and "
+                     "the regression gate needs a change beyond both tolerance and that noise"),
+    "input_tolerance_pct": Field(NUMBER, 10.0, "validity: prompts within isl +- this % (+ 32 chat-template tokens)"),
+    "max_http_error_pct": Field(NUMBER, 5.0, "validity: a level with more 4xx/5xx answers than this % is invalid"),
+}
+
+STARTUP = {
+    "max_port_open_s": Field(NUMBER, None, "seconds from process start until the serve port accepts"),
+    "max_http_ready_s": Field(NUMBER, None, "seconds from process start until /health and /v1/models answer"),
+    "max_first_token_s": Field(NUMBER, None, "seconds from process start until a streamed first token"),
+}
+
+LADDER = {
+    "start_tokens": Field(int, 128, "prompt length of the first rung"),
+    "factor": Field(NUMBER, 2, "each rung's prompt is this many times the last (the top rung fills the context)"),
+    "output_tokens": Field(int, 8, "tokens generated per rung"),
+    "floor_gib": Field(NUMBER, None, "MemAvailable floor per node (default: memory.floor_gib)"),
+    "timeout_s": Field(NUMBER, 900, "seconds allowed for one rung's request"),
+}
+
+FABRIC = {
+    "link_gbps": Field(NUMBER, None, "declared link rate the timed all-reduce is held against"),
+    "min_link_fraction": Field(NUMBER, 0.1, "the all-reduce's bus rate must reach this fraction of link_gbps"),
+    "allreduce_mib": Field(int, 16, "buffer of the timed all-reduce across nodes"),
 }
 
 SCHEMA: dict[str, Field] = {
@@ -109,6 +133,9 @@ SCHEMA: dict[str, Field] = {
     "memory": Field(dict, None, "memory headroom and planner budget", schema=MEMORY),
     "throughput": Field(list, [], "load workloads with thresholds", items=WORKLOAD),
     "performance_table": Field(list, [], "expected-performance rows quoted from the source (informative)"),
+    "startup": Field(dict, None, "startup timing thresholds (step 62)", schema=STARTUP),
+    "ladder": Field(dict, None, "context ladder (step 85)", schema=LADDER),
+    "fabric": Field(dict, None, "fabric preflight: link rate of the timed all-reduce (step 47)", schema=FABRIC),
 }
 
 

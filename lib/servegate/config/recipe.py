@@ -1,16 +1,18 @@
 """Recipes: the eugr/spark-vllm-docker v1 format, plus servegate's `expect:` block.
 
 A recipe loads unchanged from upstream: the command is rendered with one `str.format(**defaults)` pass
-(so literal JSON braces are doubled), then split into argv the way a shell would. servegate adds three
-optional keys: `expect` (what the scenarios assert), `alias` (a `nox -s deploy-<alias>` session) and
-`cluster` (the inventory file the recipe is written for).
+(so literal JSON braces are doubled), then split into argv the way bash would (config/bashwords.py). As
+upstream's run-recipe.py: a recipe_version other than "1" is a warning, env values are str() (None ->
+"None"). servegate adds four optional keys: `expect` (what the scenarios assert), `alias` (a
+`nox -s deploy-<alias>` session), `cluster` (the inventory file the recipe is written for) and
+`multinode` (ray | no-ray: how a multi-node run starts vLLM). sparkrun v2 recipes load through
+config/sparkrun.py onto the same Recipe.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import shlex
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,9 @@ from typing import Any
 
 import yaml
 
+from servegate.config.bashwords import bash_argv
 from servegate.config.expect import Expect, validate_expect
+from servegate.config.sparkrun import is_v2, v2_fields
 from servegate.config.yamlsrc import SourceMap, load_yaml_mapping, safe_load_value
 from servegate.errors import Location, RecipeError
 
@@ -26,7 +30,8 @@ UPSTREAM_KEYS = {
     "recipe_version", "name", "description", "model", "container", "cluster_only", "solo_only",
     "mods", "env", "defaults", "build_args", "command",
 }
-SERVEGATE_KEYS = {"expect", "alias", "cluster"}
+SERVEGATE_KEYS = {"expect", "alias", "cluster", "multinode"}
+MULTINODE_MODES = ("ray", "no-ray")
 REQUIRED_KEYS = ("recipe_version", "name", "container", "command")
 SUPPORTED_VERSIONS = {"1"}
 GENERATED_PREFIX = "generated:"
@@ -59,6 +64,10 @@ class Recipe:
     unknown_keys: list[str] = field(default_factory=list)
     source: SourceMap | None = field(default=None, repr=False)
     text_hash: str = ""
+    recipe_version: str = "1"
+    multinode: str | None = None  # "ray" | "no-ray" when the recipe asks; None: the launcher's default
+    warnings: list[str] = field(default_factory=list)  # what upstream would print and go on
+    extra: dict[str, Any] = field(default_factory=dict)  # format-specific facts (sparkrun v2: min/max nodes...)
 
     @property
     def generated_model(self) -> str | None:
@@ -122,15 +131,31 @@ class Recipe:
     def hash(self) -> str:
         return self.text_hash
 
+    def command_line(self, index: int) -> Location:
+        """Where line `index` (0-based) of the command text is in the recipe file."""
+        where = self.where("command")
+        if where.line is None:
+            return where
+        first = where.line
+        try:
+            key_line = self.path.read_text(encoding="utf-8", errors="replace").splitlines()[first - 1]
+        except (OSError, IndexError):
+            key_line = ""
+        if re.search(r"command\s*:\s*[|>][-+0-9]*\s*(#.*)?$", key_line):
+            first += 1
+        return Location(file=where.file, line=first + index, key="command")
 
-def command_argv(rendered_command: str) -> list[str]:
-    """Split a rendered command the way bash would: continuations joined, comments dropped."""
-    joined = rendered_command.replace("\\\r\n", " ").replace("\\\n", " ")
-    try:
-        return shlex.split(joined, comments=True)
-    except ValueError as exc:
-        raise RecipeError(f"the rendered command cannot be split into arguments: {exc}",
-                          fix="check the quotes in 'command'") from None
+
+def command_argv(rendered_command: str, recipe: Recipe | None = None) -> list[str]:
+    """Split a rendered command the way bash reads it (config/bashwords.py); a second command is an error
+    naming the recipe line and what bash would run instead."""
+    return bash_argv(rendered_command, recipe)
+
+
+def check_command_text(recipe: Recipe) -> list[str]:
+    """The command as bash reads it from upstream's script (any render mode); a RecipeError names the line
+    where bash would end the command early (a blank line after a `\\`, a comment line in a continuation)."""
+    return command_argv(recipe.render_command(builtins=_placeholder_builtins(recipe)), recipe)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -207,8 +232,9 @@ def _check_port(text: str, default_port: Any, where: Location) -> None:
 
 
 def env_value(value: Any) -> str:
-    """Stringify an env value exactly as upstream does (Python str(): true -> 'True', 0.70 -> '0.7')."""
-    return "" if value is None else str(value)
+    """Stringify an env value exactly as upstream does: run-recipe.py writes `export {key}="{value}"`, an
+    f-string, so Python str(): true -> 'True', 0.70 -> '0.7', null -> 'None'."""
+    return str(value)
 
 
 def _require(data: dict, src: SourceMap) -> None:
@@ -241,6 +267,9 @@ def _validate_types(data: dict, src: SourceMap) -> None:
     for key in ("env", "defaults"):
         _check_type(data, key, (dict,), src, "a mapping of name: value")
     _check_type(data, "build_args", (list, dict, str), src, "a list, mapping or string of build arguments")
+    if data.get("multinode") is not None and data.get("multinode") not in MULTINODE_MODES:
+        raise RecipeError(f"multinode must be one of {', '.join(MULTINODE_MODES)}, found {data['multinode']!r}",
+                          where=src.at("multinode"), fix="multinode: ray (upstream's default) or no-ray")
     for index, mod in enumerate(data.get("mods") or []):
         if not isinstance(mod, str):
             raise RecipeError(f"mods[{index}] must be a folder path string, found {mod!r}",
@@ -295,19 +324,27 @@ def _check_paths(data: dict, src: SourceMap) -> None:
         raise RecipeError("'command' holds a NUL character", where=src.at("command"), fix="remove the \\0 escape")
 
 
-def _version(data: dict, src: SourceMap) -> None:
+def _version(data: dict, src: SourceMap) -> list[str]:
+    """Upstream warns and renders: `if recipe_ver not in SUPPORTED_VERSIONS: print("Warning: ...")`."""
     version = str(data["recipe_version"])
     if version not in SUPPORTED_VERSIONS:
-        raise RecipeError(f"recipe_version {data['recipe_version']!r} is not supported",
-                          where=src.at("recipe_version"), fix='write recipe_version: "1"')
+        return [f"{src.file}:{src.line('recipe_version')}: Recipe uses schema version '{version[:40]}', but "
+                f"this run-recipe.py supports: {sorted(SUPPORTED_VERSIONS)} (upstream warns and renders; "
+                f"some features may not work correctly)"]
+    return []
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Load, validate and return a recipe; every problem is a RecipeError naming file, line and key."""
     path = Path(path)
     data, src = load_yaml_mapping(path)
+    if is_v2(data):  # sparkrun recipe v2 (config/sparkrun.py): same Recipe, same render
+        recipe = Recipe(**v2_fields(data, src, path), source=src, text_hash=src.sha256,
+                        expect=validate_expect(data.get("expect"), src))
+        recipe.render_command(builtins=_placeholder_builtins(recipe))
+        return recipe
     _require(data, src)
-    _version(data, src)
+    warnings = _version(data, src)
     _validate_types(data, src)
     expect = validate_expect(data.get("expect"), src)
     recipe = Recipe(
@@ -329,14 +366,22 @@ def load_recipe(path: str | Path) -> Recipe:
         unknown_keys=sorted(set(map(str, data)) - UPSTREAM_KEYS - SERVEGATE_KEYS),
         source=src,
         text_hash=src.sha256,
+        recipe_version=str(data["recipe_version"]),
+        multinode=data.get("multinode"),
+        warnings=warnings,
     )
     recipe.render_command(builtins=_placeholder_builtins(recipe))
     return recipe
 
 
 def _placeholder_builtins(recipe: Recipe) -> dict[str, Any]:
-    """Values servegate supplies when a default does not: {model} is the recipe's model location."""
-    return {"model": recipe.model} if recipe.model else {}
+    """Values a render may supply when a default does not: {model} is the recipe's model location, and
+    {tensor_parallel} is 1 in solo mode (upstream: `if is_solo and "tensor_parallel" not in overrides:
+    overrides["tensor_parallel"] = 1`), so a load does not refuse what a solo render accepts."""
+    found: dict[str, Any] = {"model": recipe.model} if recipe.model else {}
+    if "tensor_parallel" not in recipe.defaults:
+        found["tensor_parallel"] = 1
+    return found
 
 
 def find_recipes(folder: str | Path, pattern: str = "*.yaml") -> list[Path]:

@@ -228,13 +228,15 @@ def check_command(
     index = index_for(manifest)
     command = locate_serve_args(argv)
     if command is None:
+        words = " ".join(argv[:3])[:80]
         return [
             Finding(
-                "error",
+                "warning",
                 source,
                 "",
-                "no `vllm serve` or `python -m vllm.entrypoints.openai.api_server` in the command",
-                "render a command that starts the vLLM server",
+                f"not a vLLM command (`{words} ...`: no `vllm serve` or `python -m "
+                "vllm.entrypoints.openai.api_server`): skipped, nothing to check against a vLLM manifest",
+                "nothing to do if the recipe serves with another program (a diffusion or SGLang recipe)",
                 codes.NOT_A_SERVE_COMMAND,
             )
         ]

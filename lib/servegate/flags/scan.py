@@ -91,6 +91,12 @@ def looks_like_option(token: str) -> bool:
     return token.startswith("-") and token != "-" and not NEGATIVE_NUMBER.match(token) and " " not in token
 
 
+def other_quantity(name: str, candidate: str) -> bool:
+    """`--gpu-memory-utilization-gb` vs `--gpu-memory-utilization`: one name is the other plus a `-word`, a
+    different quantity (GiB vs a fraction); suggesting it would pass a value in the wrong units."""
+    return name.startswith(candidate + "-") or candidate.startswith(name + "-")
+
+
 def normalize_name(name: str) -> str:
     """FlexibleArgumentParser turns underscores into dashes between `--` and the first `.`."""
     if not name.startswith("--"):
@@ -249,6 +255,8 @@ class Scanner:
 
     def unknown(self, name: str) -> None:
         close = difflib.get_close_matches(name, self.index.option_strings, n=3, cutoff=0.75)
+        units = {self.index.by_string[c].get("dest") for c in self.index.option_strings if other_quantity(name, c)}
+        close = [c for c in close if self.index.by_string[c].get("dest") not in units]
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         self.report(
             codes.UNKNOWN_FLAG,

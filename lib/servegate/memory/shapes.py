@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from servegate.config.paths import SHAPES_DIR
-from servegate.errors import RecipeError
+from servegate.errors import Location, RecipeError
 
 PATTERN_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
 BLOCK_KINDS = {
@@ -150,7 +150,16 @@ def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") 
 def load_shape_file(path: Path) -> ModelShape:
     """A shape file: the config.json keys (as published) plus names, params and checkpoints."""
     text = path.read_text(encoding="utf-8")
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RecipeError(
+            f"shape file is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+            f"{getattr(exc, 'problem', None) or exc}",
+            where=Location(file=str(path), line=mark.line + 1 if mark else None),
+            fix="fix the syntax (quote list items that hold brackets or colons)",
+        ) from None
     if not isinstance(data, dict) or "config" not in data:
         raise RecipeError(
             f"{path}: a shape file needs a 'config:' mapping", fix="see recipes/models/shapes/*.yaml"

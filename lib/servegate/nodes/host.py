@@ -259,11 +259,15 @@ class NodeHost:
                 raise NodeError(f"writing {path} failed (exit {result.rc}): {result.stderr.strip()[-300:]}",
                                 where=Location(node=self.name), fix="check the folder exists and is writable")
 
-    def spawn(self, argv: list[str], *, env_file: str, log_path: str, cwd: str | None = None) -> int:
-        """Start a detached process group running argv with the env file sourced; return its pid (= pgid)."""
+    def spawn(self, argv: list[str], *, env_file: str, log_path: str, cwd: str | None = None,
+              exit_path: str | None = None) -> int:
+        """Start a detached process group running argv with the env file sourced; return its pid (= pgid).
+        With exit_path, a shell stays as the group leader and writes argv's exit status there when it ends
+        (a status over 128 is 128 + the signal that killed it), so a death can be told apart later."""
         # the env file is removed as soon as the shell has read it: secrets do not outlive the start
-        inner = "set -a; . {env}; set +a; rm -f {env}; {cd}exec {cmd}".format(
-            env=shlex.quote(env_file), cd=f"cd {shlex.quote(cwd)} && " if cwd else "", cmd=quote(argv))
+        run = (f"{quote(argv)}; echo $? > {shlex.quote(exit_path)}" if exit_path else f"exec {quote(argv)}")
+        inner = "set -a; . {env}; set +a; rm -f {env}; {cd}{run}".format(
+            env=shlex.quote(env_file), cd=f"cd {shlex.quote(cwd)} && " if cwd else "", run=run)
         command = (f"mkdir -p {shlex.quote(str(PurePosixPath(log_path).parent))}; "
                    f"setsid bash -c {shlex.quote(inner)} > {shlex.quote(log_path)} 2>&1 < /dev/null & echo $!")
         result = self.check(command, "starting a process")
@@ -294,6 +298,41 @@ class NodeHost:
     def port_open(self, ip: str, port: int) -> bool:
         probe = f"exec 3<>/dev/tcp/{ip}/{int(port)}"
         return self.run(f"timeout 2 bash -c {shlex.quote(probe)}").ok
+
+    def port_holders(self, port: int) -> list[tuple[int, str]]:
+        """(pid, command line) of the processes listening on TCP `port`, where the node lets us see them:
+        `ss -p` when present, else the socket inode of /proc/net/tcp{,6} found among /proc/*/fd."""
+        hexport = f"{int(port):04X}"
+        script = (
+            f"if command -v ss >/dev/null 2>&1; then ss -Htlnp {shlex.quote(f'sport = :{int(port)}')} 2>/dev/null "
+            "| grep -o 'pid=[0-9]*' | cut -d= -f2; else "
+            "for f in /proc/net/tcp /proc/net/tcp6; do [ -r \"$f\" ] || continue; "
+            f"while read -r sl local rem st a b c uid t inode rest; do case \"$local:$st\" in *:{hexport}:0A) "
+            "for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q \"socket:\\[$inode\\]\" && "
+            "echo ${p#/proc/}; done;; esac; done < \"$f\"; done; fi | sort -un | "
+            "while read -r pid; do "
+            "printf '%s %s\\n' \"$pid\" \"$(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null)\"; done")
+        holders = []
+        for line in self.run(script, timeout=30).stdout.splitlines():
+            pid, _, command = line.strip().partition(" ")
+            if pid.isdigit():
+                holders.append((int(pid), command.strip()[:200]))
+        return holders
+
+    def port_holder_text(self, port: int) -> str:
+        """Who holds `port` and what to do, for an error message: `servegate clean` only for a servegate run's
+        process (its environment carries SERVEGATE_RUN_ID), never for a foreign one."""
+        holders = self.port_holders(port)
+        if not holders:
+            return (f"the holding process is not visible from here (another user's or another namespace's); "
+                    f"find it with `ss -tlnp 'sport = :{int(port)}'` on node {self.name}, or use another port "
+                    f"(--set port=N)")
+        ours = set(self.processes_with_env("SERVEGATE_RUN_ID"))
+        named = "; ".join(f"pid {pid}: {command or '?'}" for pid, command in holders)
+        if any(pid in ours for pid, _ in holders):
+            return f"held by a servegate run's process ({named}); `servegate clean --stale` reaps a dead run's"
+        return (f"held by {named} (not a servegate process: `servegate clean` will not touch it); stop it or "
+                f"use another port (--set port=N)")
 
     def processes_with_env(self, key: str, value: str | None = None) -> list[int]:
         """PIDs whose environment holds key (=value): how servegate finds what a run left behind."""

@@ -1,24 +1,34 @@
 """Render a recipe onto a cluster: per node, the exact environment and command that will run.
 
-Follows upstream run-recipe semantics: solo mode forces tensor_parallel=1 (unless overridden) and drops
-`--distributed-executor-backend`; a multi-node recipe that names the Ray backend gets Ray head/workers;
-any other multi-node recipe gets vLLM's own `--nnodes/--node-rank/--master-addr` (workers `--headless`).
-One servegate addition: a one-node cluster with `solo_ray: true` keeps the Ray backend and gets a Ray head.
+Follows upstream run-recipe semantics (render/upstream.py): cluster_only/solo_only refuse (or, forced, warn);
+solo mode forces tensor_parallel=1 (unless overridden) and drops `--distributed-executor-backend`; a multi-node
+run is Ray (Ray head/workers, the command as written) or no-Ray (vLLM's own `--nnodes/--node-rank/--master-addr`,
+workers `--headless`, the backend flag dropped), chosen by render/upstream.choose_multinode; tp*pp*dp must fit
+the nodes, extra nodes are trimmed. One servegate addition: a one-node cluster with `solo_ray: true` keeps the
+Ray backend and gets a Ray head.
 """
 
 from __future__ import annotations
 
 import os
-import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
 from servegate.config.cluster import Cluster, Node
 from servegate.config.recipe import Recipe, command_argv
+from servegate.errors import RecipeError
 from servegate.render.argv import flag_value
 from servegate.render.launches import RAY_ROLES, VLLM_ROLES, NodeLaunch, ray_launches, vllm_launches
-
-RAY_BACKEND = re.compile(r"--distributed-executor-backend(?:=|\s+)\S+")
+from servegate.render.upstream import (
+    RAY_BACKEND_NAMED,
+    UPSTREAM_BACKEND,
+    check_topology,
+    choose_multinode,
+    fit_nodes,
+    launch_script,
+    upstream_filter,
+)
 
 
 @dataclass
@@ -31,6 +41,7 @@ class Rendered:
     mode: str  # "solo", "ray", "multinode"
     launches: list[NodeLaunch]
     notes: list[str] = field(default_factory=list)
+    launcher: str = "solo"  # "solo" | "ray" | "no-ray": how upstream's launch-cluster.sh would start it
 
     @property
     def port(self) -> int:
@@ -65,28 +76,59 @@ class Rendered:
 
 
 def render(recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = None,
-           model_path: str | None = None, extra_args: list[str] | None = None) -> Rendered:
+           model_path: str | None = None, extra_args: list[str] | None = None, *, force: bool = False,
+           multinode: str | None = None) -> Rendered:
+    """The recipe on the cluster as upstream's run-recipe.py + launch-cluster.sh would launch it (see
+    render/upstream.py); `force` renders a cluster_only/solo_only mismatch with a loud note instead of refusing,
+    `multinode` ("ray" | "no-ray") picks the multi-node launcher over the recipe's and cluster's choice."""
     solo = len(cluster.nodes) == 1
+    notes = [f"warning: {w}" for w in recipe.warnings] + check_topology(recipe, solo, force)
     overrides = dict(overrides or {})
     builtins: dict[str, Any] = {}
     if model_path or recipe.model:
         builtins["model"] = model_path or recipe.model
     if solo and "tensor_parallel" not in overrides:
+        # run-recipe.py:1159 `if is_solo and "tensor_parallel" not in overrides: overrides["tensor_parallel"] = 1`
         overrides["tensor_parallel"] = 1
         if "tensor_parallel" not in recipe.defaults and "tensor_parallel" not in recipe.placeholders():
             overrides.pop("tensor_parallel")
     values = {**builtins, **recipe.resolve_defaults(overrides)}
-    text = recipe.render_command(overrides, builtins=builtins)
-    uses_ray = bool(RAY_BACKEND.search(text))
-    notes: list[str] = []
-    if solo and uses_ray and not cluster.solo_ray:
-        text = RAY_BACKEND.sub("", text)
-        notes.append("solo mode: --distributed-executor-backend removed, as upstream run-recipe does")
-    elif solo and uses_ray:
-        notes.append(f"cluster {cluster.name} sets solo_ray: Ray backend kept, one Ray head on the node")
-    argv = command_argv(text) + list(extra_args or [])
-    mode = "ray" if uses_ray and (not solo or cluster.solo_ray) else ("solo" if solo else "multinode")
+    # the model location is a path, not shell words: quoted, a path with spaces stays one argument
+    raw = recipe.render_command(overrides, builtins={k: shlex.quote(str(v)) for k, v in builtins.items()})
+    text, mode, launcher = _launch_text(recipe, cluster, raw, solo, multinode, notes)
+    if extra_args:  # run-recipe.py:499 `" ".join(shlex.quote(a) for a in extra_args)` after the last line
+        text = text + " " + " ".join(shlex.quote(a) for a in extra_args)
+    argv = command_argv(text, recipe)
+    if not solo:
+        cluster, trimmed = fit_nodes(cluster, launch_script(recipe, recipe.env, text))
+        notes += trimmed
     launches = vllm_launches(recipe, cluster, argv, mode)
     if mode == "ray":
         launches = ray_launches(recipe, cluster) + launches
-    return Rendered(recipe, cluster, values, text, argv, mode, launches, notes)
+    return Rendered(recipe, cluster, values, text, argv, mode, launches, notes, launcher)
+
+
+def _launch_text(recipe: Recipe, cluster: Cluster, raw: str, solo: bool, choice: str | None,
+                 notes: list[str]) -> tuple[str, str, str]:
+    """The command text that runs, the render mode and the launcher's name (solo | ray | no-ray)."""
+    if solo and cluster.solo_ray and RAY_BACKEND_NAMED.search(raw):
+        notes.append(f"cluster {cluster.name} sets solo_ray: Ray backend kept, one Ray head on the node")
+        return raw, "ray", "ray"
+    if solo:
+        launcher, mode = "solo", "solo"
+        if UPSTREAM_BACKEND.search(raw):
+            notes.append("solo mode: --distributed-executor-backend removed, as upstream run-recipe does")
+    else:
+        launcher, why = choose_multinode(recipe, cluster, raw, choice)
+        mode = "ray" if launcher == "ray" else "multinode"
+        notes.append(f"multinode: {launcher} ({why})")
+        if launcher == "ray":
+            return raw, mode, launcher
+    text, repaired = upstream_filter(raw)
+    if repaired:
+        try:
+            command_argv(raw, recipe)
+        except RecipeError as exc:
+            notes.append(f"warning: {str(exc).splitlines()[0]} -- upstream's {launcher} launch drops blank lines "
+                         f"(run-recipe.py:488), so it runs the whole command here; its Ray launch would not")
+    return text, mode, launcher

@@ -16,10 +16,12 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from servegate.config.bashwords import expand_value, runs_code
 from servegate.config.cluster import Cluster, Node
 from servegate.config.recipe import Recipe
 from servegate.errors import RecipeError
 from servegate.labels import env_exports
+from servegate.redact import Redactor, secret_name
 
 FORWARDED_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY")
 MASTER_PORT = 29501
@@ -41,13 +43,33 @@ class NodeLaunch:
 
 
 def node_env(recipe: Recipe, node: Node) -> dict[str, str]:
-    """What a node's processes get: the recipe env, then the node's own vars, then forwarded secrets."""
-    env = dict(recipe.env)
+    """What a node's processes get: the recipe env (`${VAR}` expanded as bash would from the launching
+    environment), then the node's own vars, then forwarded secrets."""
+    env = expand_env(recipe.env, node.env)
     env.update(node.env)
     for name in FORWARDED_SECRETS:
         if os.environ.get(name) and name not in env:
             env[name] = os.environ[name]
     return env
+
+
+def expand_env(env: dict[str, str], node_vars: dict[str, str]) -> dict[str, str]:
+    """Upstream writes `export K="{value}"` into a bash script, so `${HF_TOKEN}` takes the launching shell's
+    value: earlier exports first, then the node's vars, then this process's environment (unset -> "").
+    Values that hold `$(...)` or backticks stay as written for bash on the node. A value read from a secret
+    is taught to the Redactor, so it is never printed."""
+    out: dict[str, str] = {}
+    redact = Redactor()
+    for key, value in env.items():
+        if "$" not in value or runs_code(value):
+            out[key] = value
+            continue
+        def lookup(name: str) -> str | None:
+            return out.get(name, node_vars.get(name, os.environ.get(name)))
+        out[key], names = expand_value(value, lookup)
+        if any(secret_name(n) for n in names) or secret_name(key):
+            redact.learn(out[key])
+    return out
 
 
 def ray_launches(recipe: Recipe, cluster: Cluster) -> list[NodeLaunch]:
@@ -85,13 +107,15 @@ def _ray_gpus(node: Node) -> list[str]:
 
 
 def env_script(env: dict[str, str], run_id: str, bin_dir: str | None = None) -> str:
-    """A launch's env file, written like upstream's generated launch script (`export K="v"`), so bash expands
-    `$VAR` and `$(...)` in values as it would there: a recipe is code. Names must be identifiers."""
+    """A launch's env file, like upstream's generated launch script: `${VAR}` was expanded by node_env, so
+    values are written literally; a value with `$(...)` or backticks is written `export K="v"` for bash to
+    run, as upstream's would: a recipe is code. Names must be identifiers."""
     lines = []
     for key, value in env.items():
         if not ENV_NAME.match(key):
             raise RecipeError(f"env var name {key!r} is not a shell identifier", fix="use [A-Za-z_][A-Za-z0-9_]*")
-        lines.append(f'export {key}="{value}"')
+        # expand_env already expanded ${VAR}: write the result literally, unless bash must still run code
+        lines.append(f'export {key}="{value}"' if runs_code(value) else f"export {key}={shlex.quote(value)}")
     if bin_dir:
         lines.append(f'export PATH={shlex.quote(bin_dir)}:"$PATH"')
     return "\n".join(lines + env_exports(run_id))

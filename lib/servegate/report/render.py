@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-from dataclasses import dataclass
 from pathlib import Path
 
 from servegate.report import charts
+from servegate.report.blocks import Heading, Image, Table, Text
+from servegate.report.checks import check_blocks
 from servegate.report.model import RunView
 from servegate.throughput import baseline as baselines
 from servegate.throughput import store
@@ -35,30 +36,9 @@ VERDICT_WORDS = {
     "not measured",
     "not run",
     "running",
+    "within noise",
+    "valid",
 }
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Image:
-    path: Path
-    caption: str
-
-
-@dataclass
-class Text:
-    text: str
 
 
 def blocks(runs: list[RunView], out_dir: Path) -> list:
@@ -123,6 +103,7 @@ def _run_blocks(run: RunView, out_dir: Path) -> list:
             Heading("Phases", 3),
             Table(["phase", "seconds"], [[k, f"{v:.1f}"] for k, v in phases.items()]),
         ]
+    out += check_blocks(run, out_dir)
     out += _throughput_blocks(run, out_dir)
     for index, png in enumerate(run.memory_pngs):
         copy = out_dir / f"{run.name}-memory-{index}-{png.name}"  # beside report.md, so its links travel

@@ -1,8 +1,8 @@
 """Results: one folder per run, written as the run goes, so a failed or interrupted run loses nothing.
 
 `run.json` is rewritten after every change (atomic rename). Every text that reaches the folder goes through
-the Redactor: secret values (HF_TOKEN, API keys, anything named *TOKEN*/*KEY*/*SECRET*/*PASSWORD*) never
-appear in a result file.
+the Redactor (servegate.redact: by name, by learned value, by shape): secret values never appear in a result
+file.
 """
 
 from __future__ import annotations
@@ -22,44 +22,13 @@ from typing import Any
 
 from servegate.config.paths import REPO_ROOT, RESULTS_DIR
 from servegate.errors import ServegateError
+from servegate.labels import owner_tag
+from servegate.redact import MASK, SECRET_FLAGS, SECRET_NAME, Redactor, secret_name
 from servegate.results.schema import SCHEMA_VERSION, check_section
 
 DEFAULT_RESULTS = RESULTS_DIR
-SECRET_NAME = re.compile(r"TOKEN|API_KEY|APIKEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
-SECRET_FLAGS = ("--api-key", "--hf-token")
-MASK = "***"
-
-
-class Redactor:
-    """Replaces known secret values in any text; learns them from env mappings and argv."""
-
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
-        self.learn_env(os.environ)
-
-    def learn_env(self, env: Any) -> None:
-        for name, value in dict(env).items():
-            if SECRET_NAME.search(str(name)) and value and len(str(value)) >= 4:
-                self._secrets.add(str(value))
-
-    def learn_argv(self, argv: list[str]) -> None:
-        for index, token in enumerate(argv):
-            for flag in SECRET_FLAGS:
-                if token == flag and index + 1 < len(argv):
-                    self._secrets.add(argv[index + 1])
-                elif token.startswith(flag + "="):
-                    self._secrets.add(token.split("=", 1)[1])
-
-    def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, MASK)
-        return text
-
-    def env(self, env: dict[str, str]) -> dict[str, str]:
-        return {k: (MASK if SECRET_NAME.search(k) and v else self(v)) for k, v in env.items()}
-
-    def argv(self, argv: list[str]) -> list[str]:
-        return [self(token) for token in argv]
+# the one redactor lives in servegate.redact (re-exported here: results code and callers import it from here)
+__all__ = ["MASK", "SECRET_FLAGS", "SECRET_NAME", "Progress", "Redactor", "RunDir", "secret_name"]
 
 
 def utc_stamp() -> str:
@@ -98,7 +67,8 @@ class RunDir:
         self._lock = threading.Lock()
         self.data: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "recipe": {"name": recipe_name},
                                      "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(),
-                                     "suite": {"commit": git_commit(), "machine": machine()},
+                                     "suite": {"commit": git_commit(), "machine": machine(),
+                                               "owner": owner_tag()},
                                      "phases": {}, "scenarios": {}, "nodes": {}, "verdict": "running"}
         self.flush()
 
@@ -128,7 +98,9 @@ class RunDir:
 
     def flush(self) -> None:
         with self._lock:
-            text = self.redact(json.dumps(self.data, indent=2, sort_keys=True, default=str))
+            # redacted value by value (never the dumped text): the file stays valid JSON whatever is masked
+            safe = self.redact.tree(json.loads(json.dumps(self.data, default=str)))
+            text = json.dumps(safe, indent=2, sort_keys=True)
             tmp = self.path / "run.json.tmp"
             tmp.write_text(text + "\n", encoding="utf-8")
             tmp.replace(self.path / "run.json")

@@ -47,6 +47,11 @@ SECTIONS: dict[str, str] = {
     "provenance": "what the throughput figures were measured on", "teardown": "what survived teardown",
     "checks": "image gate: its checks", "gate": "image gate: the gate run this run belongs to",
     "fidelity": "load-generator fidelity benchmark results",
+    "stack_parity": "per-node fingerprint (driver, CUDA, kernel, NCCL, packages, freeze hash, image), differences",
+    "fabric": "declared interfaces, carrier, fabric IPs per node, the timed all-reduce, problems (step 47)",
+    "startup": "per node: seconds from process start to port open, HTTP ready, first token (step 62)",
+    "multiturn": "tool call -> tool result -> answer, plain and streamed, and their parity (step 68)",
+    "ladder": "context ladder: per rung prompt tokens, TTFT, MemAvailable per node; the rung that broke (step 85)",
 }
 
 

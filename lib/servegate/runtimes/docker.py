@@ -221,6 +221,7 @@ class DockerRuntime(Runtime):
                     dest_root=f"{IN_CONTAINER}/mods",
                     node=name,
                     extra_env={"VLLM_PYTHON": env.python},
+                    vllm_version=env.versions.get("vllm"),
                 )
             return outcomes
 

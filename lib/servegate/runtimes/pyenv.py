@@ -11,12 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import shlex
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from servegate.errors import Location, NodeError, RecipeError
+from servegate.labels import owner_tag
 from servegate.nodes.host import NodeHost, Result
+from servegate.runtimes.reaper import owner_alive
 from servegate.steps.mods import ModOutcome, apply_mod, mod_files, resolve_mod, revert_patch
 
 PIP_PREFIX = "pip:"
@@ -66,16 +72,66 @@ def _needs_torch_index(output: str) -> bool:
                           output))
 
 
-def provision(host: NodeHost, requirements: list[str], log=print) -> HostEnvironment:
-    """Create (or reuse) the venv for these requirements on the node; idempotent, locked against races."""
+LOCK_WAIT_S = 3600.0  # a build takes minutes; one that holds the lock longer than this is reported
+LOCK_YOUNG_S = 30  # a lock folder without an owner file yet is being taken right now
+
+
+def provision(host: NodeHost, requirements: list[str], log=print,
+              imports: list[str] | None = None) -> HostEnvironment:
+    """Create (or reuse) the venv for these requirements on the node; idempotent, and locked against races:
+    the build runs while this process holds `<env>.lock/` on the node (mkdir is atomic; the folder names its
+    owner, so a lock left by a killed build is taken over). A second run waits, then reuses the built env.
+    `imports`: modules the new env must import (default: import_checks)."""
     workdir = host.home_path(host.node.workdir)
     root = f"{workdir}/envs/{env_slug(requirements)}"
     python = f"{root}/bin/python"
-    stamp = host.run(f"cat {shlex.quote(root)}/{READY_STAMP} 2>/dev/null").stdout
-    if stamp and json.loads(stamp).get("requirements") == requirements:
+    if _ready(host, root, requirements):
         return describe(host, root, python, requirements)
+    with _env_lock(host, f"{root}.lock", log):
+        if not _ready(host, root, requirements):  # another run may have built it while this one waited
+            _build(host, root, requirements, log, imports or import_checks(requirements))
+    return describe(host, root, python, requirements)
+
+
+def _ready(host: NodeHost, root: str, requirements: list[str]) -> bool:
+    stamp = host.run(f"cat {shlex.quote(root)}/{READY_STAMP} 2>/dev/null").stdout
+    try:
+        return bool(stamp) and json.loads(stamp).get("requirements") == requirements
+    except ValueError:
+        return False
+
+
+@contextmanager
+def _env_lock(host: NodeHost, lock: str, log) -> Iterator[None]:
+    me = f"{owner_tag()} {secrets.token_hex(4)}"  # host:pid token (threads of one process differ by token)
+    q = shlex.quote(lock)
+    take = (f"mkdir -p {shlex.quote(str(Path(lock).parent))} && mkdir {q} 2>/dev/null && "
+            f"printf %s {shlex.quote(me)} > {q}/owner")
+    deadline, told = time.monotonic() + LOCK_WAIT_S, False
+    while not host.run(take).ok:
+        owner = host.run(f"cat {q}/owner 2>/dev/null").stdout.strip()
+        age = host.run(f"echo $(( $(date +%s) - $(stat -c %Y {q} 2>/dev/null || date +%s) ))").stdout.strip()
+        if (owner and not owner_alive(owner.split()[0])) or (not owner and age.isdigit() and int(age) > LOCK_YOUNG_S):
+            log(f"removing a stale environment lock {lock} (owner {owner or 'unknown'} is gone)")
+            host.run(f"rm -rf {q}")
+            continue
+        if time.monotonic() > deadline:
+            raise NodeError(f"the environment lock {lock} is still held by {owner} after {LOCK_WAIT_S:.0f} s",
+                            where=Location(node=host.name), fix=f"if no build is running, remove {lock}")
+        if not told:
+            log(f"waiting for the environment build by {owner or 'another run'} ({lock})")
+            told = True
+        time.sleep(1.0)
+    try:
+        yield
+    finally:
+        host.run(f"[ \"$(cat {q}/owner 2>/dev/null)\" = {shlex.quote(me)} ] && rm -rf {q}; true")
+
+
+def _build(host: NodeHost, root: str, requirements: list[str], log, imports: list[str]) -> None:
+    python = f"{root}/bin/python"
     log(f"building environment {root} ({' '.join(requirements)}); first time only, a few minutes")
-    host.check(f"mkdir -p {shlex.quote(workdir)}/envs && rm -rf {shlex.quote(root)} && "
+    host.check(f"mkdir -p {shlex.quote(str(Path(root).parent))} && rm -rf {shlex.quote(root)} && "
                f"python3 -m venv {shlex.quote(root)}", "creating the venv")
     result = _pip_install(host, python, requirements, [])
     if not result.ok and _needs_torch_index(result.stdout):
@@ -87,12 +143,11 @@ def provision(host: NodeHost, requirements: list[str], log=print) -> HostEnviron
         raise NodeError(f"pip install {' '.join(requirements)} failed: {tail}",
                         where=Location(node=host.name), fix="read the pip output above; check the pinned versions")
     host.run(f"{shlex.quote(python)} -m pip uninstall -y -q {' '.join(INCOMPATIBLE_WITH_CPU_TORCH)} 2>&1")
-    modules = ", ".join(import_checks(requirements))
+    modules = ", ".join(imports)
     host.check(f"{shlex.quote(python)} -c {shlex.quote('import ' + modules)}",
                f"importing {modules} in the new environment")
     stamp_text = json.dumps({"requirements": requirements})
     host.check(f"printf %s {shlex.quote(stamp_text)} > {shlex.quote(root)}/{READY_STAMP}", "stamping the env")
-    return describe(host, root, python, requirements)
 
 
 def import_checks(requirements: list[str]) -> list[str]:
@@ -138,22 +193,23 @@ def existing_environment(host: NodeHost, python: str) -> HostEnvironment:
 
 
 def sync_mods(host: NodeHost, env: HostEnvironment, mods: list[str], recipe_dir: Path) -> list[ModOutcome]:
-    """Make the env's vLLM carry exactly these mods: revert patches of mods no longer listed, apply the rest."""
+    """Make the env's vLLM carry exactly these mods: revert every patch servegate applied before, then apply
+    the listed mods to the stock vLLM (so a patch that still reverse-applies is upstream's: superseded)."""
     shell = host.run
     state_path = f"{env.root}/{MODS_STATE}"
     previous = json.loads(host.run(f"cat {shlex.quote(state_path)} 2>/dev/null").stdout or "[]")
     folders = [resolve_mod(mod, recipe_dir) for mod in mods]
-    wanted = {f.name for f in folders}
-    for stale in previous:
-        if stale["name"] not in wanted:
-            for patch in stale["patches"]:
-                revert_patch(shell, stale["name"], patch, env.site_packages, host.name)
+    for stale in reversed(previous):
+        for patch in reversed(stale["patches"]):
+            revert_patch(shell, stale["name"], patch, env.site_packages, host.name)
     outcomes: list[ModOutcome] = []
     state = []
     for folder in folders:
         outcomes += apply_mod(shell, folder, target_dir=env.site_packages, dest_root=f"{env.root}/mods",
-                              node=host.name, extra_env={"VLLM_PYTHON": env.python})
-        patches, _ = mod_files(folder)
+                              node=host.name, extra_env={"VLLM_PYTHON": env.python},
+                              vllm_version=env.versions.get("vllm"))
+        patches, run_sh = mod_files(folder)
+        patches = [] if run_sh else patches  # a run.sh applies its own patches; servegate reverts only its own
         state.append({"name": folder.name, "patches": [f"{env.root}/mods/{folder.name}/{p.name}" for p in patches]})
     host.check(f"printf %s {shlex.quote(json.dumps(state))} > {shlex.quote(state_path)}", "recording applied mods")
     return outcomes

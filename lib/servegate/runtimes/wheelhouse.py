@@ -4,7 +4,8 @@ An air-gapped node cannot reach a package index, so its vLLM arrives as wheels. 
 requirements for the node's Python and platform with `pip install --dry-run --report` (no install),
 subtracts what the node already has (its `pip freeze`), drops optional heavy wheels a small model does
 not need, downloads the rest with `pip download --no-deps`, and reports sizes. The node then runs
-`pip install --no-index --no-deps --target DIR WHEELHOUSE/*.whl` (or into its own venv).
+`pip install --no-index --no-deps --target DIR WHEELHOUSE/*.whl` (or into its own venv). The command line,
+the lock and the bundle for an air-gapped node: servegate.runtimes.wheelhouse_cli and .bundle.
 
 pip evaluates environment markers (`; python_version > "3.11"`) for the Python that runs it, not for
 the target: the plan therefore re-checks every requirement of the wheels it keeps against the target
@@ -139,9 +140,12 @@ class Plan:
 
 
 def make_plan(wheels: list[Wheel], installed: dict[str, str | None], target: Target,
-              excludes: tuple[str, ...] = DEFAULT_EXCLUDES, replace: tuple[str, ...] = ()) -> Plan:
-    """Split the resolved wheels into fetch / already on the node / excluded, then check the result."""
+              excludes: tuple[str, ...] = DEFAULT_EXCLUDES, replace: tuple[str, ...] = (),
+              provided: tuple[str, ...] = ()) -> Plan:
+    """Split the resolved wheels into fetch / already on the node / excluded, then check the result.
+    `provided`: names the user says the node provides (any version), so a requirement on them is met."""
     plan = Plan()
+    installed = {**installed, **{canonical(n): None for n in provided}}  # the user's word wins over a freeze
     replace_names = {canonical(n) for n in replace}
     for wheel in wheels:
         pattern = _matching(wheel.name, excludes)
@@ -153,6 +157,13 @@ def make_plan(wheels: list[Wheel], installed: dict[str, str | None], target: Tar
             plan.fetch.append(wheel)
     plan.problems = unmet_requirements(plan, installed, target)
     return plan
+
+
+def _req_name(text: str) -> str:
+    try:
+        return canonical(Requirement(text).name)
+    except InvalidRequirement:
+        return canonical(re.split(r"[<>=!~;\[ ]", text, maxsplit=1)[0])
 
 
 def _matching(name: str, patterns: tuple[str, ...]) -> str | None:
@@ -274,6 +285,9 @@ def report_lines(plan: Plan, files: dict[str, Path]) -> list[str]:
     if plan.problems:
         lines.append(f"PROBLEMS: {len(plan.problems)} requirement(s) not met on the node after install")
         lines += [f"  {text}" for text in plan.problems]
+        names = sorted({text.split(" needs ", 1)[1].split()[0] for text in plan.problems if " needs " in text})
+        lines.append("  fix: carry them (--replace NAME for a node version that does not fit), or, where the node "
+                     f"really provides them, --provided {','.join(_req_name(n) for n in names)}")
     return lines
 
 
@@ -288,54 +302,3 @@ def manifest(plan: Plan, target: Target, requirements: list[str], files: dict[st
             "excluded": [{"pin": w.pin, "pattern": p} for w, p in plan.excluded],
             "problems": plan.problems,
             "install": "pip install --no-index --no-deps --target DIR *.whl  (then PYTHONPATH=DIR)"}
-
-
-# ---- command line -------------------------------------------------------------------------------------
-def add_subparsers(subparsers) -> None:
-    """Register `servegate wheelhouse` on the main CLI's subparsers."""
-    p = subparsers.add_parser("wheelhouse", help="download the wheels an offline node lacks (e.g. for vLLM)",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("requirements", nargs="+", metavar="REQ", help="e.g. vllm==0.25.0 'ray[default]==2.60.0'")
-    p.add_argument("--dest", type=Path, required=True, help="folder for the wheels (created)")
-    p.add_argument("--python-version", default="3.12", help="the node's Python (default 3.12)")
-    p.add_argument("--glibc", default="2.35", help="the node's glibc, sets the manylinux tags (default 2.35)")
-    p.add_argument("--machine", default="x86_64", help="the node's architecture (default x86_64)")
-    p.add_argument("--freeze", type=Path, action="append", default=[],
-                   help="the node's `pip freeze` output: what it has is not downloaded (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="leave out wheels matching this name pattern (repeatable; adds to the defaults)")
-    p.add_argument("--no-default-excludes", action="store_true",
-                   help="keep the optional heavy wheels: " + ", ".join(DEFAULT_EXCLUDES))
-    p.add_argument("--replace", action="append", default=[], metavar="NAME",
-                   help="carry this package even though the node has it (another version)")
-    p.add_argument("--from-report", type=Path, help="reuse a pip --report JSON instead of resolving again")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; download nothing")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a requirement would be left unmet")
-    p.set_defaults(func=cmd_wheelhouse)
-
-
-def cmd_wheelhouse(args) -> int:
-    target = Target(args.python_version, args.glibc, args.machine)
-    args.dest.mkdir(parents=True, exist_ok=True)
-    installed: dict[str, str | None] = {}
-    for path in args.freeze:
-        installed.update(parse_freeze(path.read_text()))
-    if args.from_report:
-        wheels = parse_report(json.loads(args.from_report.read_text()))
-    else:
-        print(f"resolving {' '.join(args.requirements)} for cp{target.python_version.replace('.', '')} "
-              f"manylinux (glibc {target.glibc}) {target.machine} ...", file=sys.stderr)
-        wheels = resolve(args.requirements, target, args.dest / REPORT_NAME)
-    excludes = (() if args.no_default_excludes else DEFAULT_EXCLUDES) + tuple(args.exclude)
-    plan = make_plan(wheels, installed, target, excludes, tuple(args.replace))
-    if not args.dry_run:
-        for path in stale_files(args.dest, plan):
-            print(f"removing {path.name}: not in this plan", file=sys.stderr)
-            path.unlink()
-        download(plan.fetch, target, args.dest)
-    files = wheel_files(args.dest)
-    print("\n".join(report_lines(plan, files)))
-    if not args.dry_run:
-        (args.dest / MANIFEST_NAME).write_text(json.dumps(manifest(plan, target, args.requirements, files),
-                                                          indent=1) + "\n")
-    return 1 if args.strict and plan.problems else 0

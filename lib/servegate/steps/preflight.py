@@ -10,6 +10,7 @@ Each check still reads the real state and reports what it saw.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shlex
 import time
@@ -24,6 +25,29 @@ from servegate.steps.model_folder import Manifest, manifest_script, parse_manife
 
 PING = "servegate-ping"
 DOCKER_SOCKET = "/var/run/docker.sock"
+VIA = "servegate-via "  # first line of the port check's answer: which source it read (ss or /proc/net/tcp*)
+# The tools each check runs on the node, and what to say when one is missing (never a failed check that reads
+# like a finding). `ss` has a fallback (/proc/net/tcp{,6}); the others have none.
+TOOLS = {"disk": ("df", "mkdir"), "weights": ("find", "sha256sum", "head", "tail"), "gpus": ("nvidia-smi",)}
+MISSING = "servegate-missing "
+
+
+def port_command(port: int) -> str:
+    """Who listens on `port`: `ss` where the node has it, else the LISTEN rows (state 0A) of /proc/net/tcp and
+    /proc/net/tcp6 read with shell builtins alone (the lent GPU image has no `ss`)."""
+    hexport = f"{int(port):04X}"
+    return (f"if command -v ss >/dev/null 2>&1; then echo '{VIA}ss'; ss -Htln {shlex.quote(f'sport = :{int(port)}')}; "
+            f"elif [ -r /proc/net/tcp ]; then echo '{VIA}/proc/net/tcp'; "
+            f'for f in /proc/net/tcp /proc/net/tcp6; do [ -r "$f" ] || continue; '
+            f'while read -r sl local rem st rest; do case "$local:$st" in *:{hexport}:0A) echo "$f $local";; esac; '
+            f'done < "$f"; done; '
+            f"else echo 'neither ss nor a readable /proc/net/tcp on this node' >&2; exit 127; fi")
+
+
+def tools_command(names: list[str]) -> str:
+    """One line per tool the node lacks (`command -v`, a shell builtin)."""
+    quoted = " ".join(shlex.quote(n) for n in names)
+    return f"for t in {quoted}; do command -v \"$t\" >/dev/null 2>&1 || echo \"{MISSING}$t\"; done; true"
 
 
 def container_command(name: str) -> str:
@@ -33,7 +57,8 @@ def container_command(name: str) -> str:
     api = shlex.quote(f"http://docker/containers/{urllib.parse.quote(name, safe='')}/json")
     return (f'if [ -z "${{DOCKER_HOST:-}}" ] && [ -S {DOCKER_SOCKET} ] && command -v curl >/dev/null; then '
             f"curl -sS --unix-socket {DOCKER_SOCKET} {api}; "
-            f"else docker container inspect {quoted}; fi")
+            f"elif command -v docker >/dev/null 2>&1; then docker container inspect {quoted}; "
+            f"else echo '{MISSING}docker'; exit 127; fi")
 
 
 @dataclass
@@ -47,13 +72,25 @@ class NodeCheck:
     image_id: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     model_path: str | None = None  # its manifest (file list, sizes, sha256) is taken
+    gpus: int = 0  # the node declares GPUs: nvidia-smi must be on its PATH
+
+    def needed_tools(self) -> dict[str, tuple[str, ...]]:
+        """Check name -> the tools it runs on the node."""
+        needed = {"disk": TOOLS["disk"]}
+        if self.model_path:
+            needed["weights"] = TOOLS["weights"]
+        if self.gpus:
+            needed["gpus"] = TOOLS["gpus"]
+        return needed
 
     def commands(self) -> dict[str, str]:
         commands = {"reach": f"echo {PING}"}
+        tools = sorted({tool for names in self.needed_tools().values() for tool in names})
+        commands["tools"] = tools_command(tools)
         workdir = shell_path(self.workdir)
         commands["disk"] = f"mkdir -p {workdir} && df -Pk {workdir}"
         if self.port is not None:
-            commands["port"] = f"ss -Htln {shlex.quote(f'sport = :{int(self.port)}')}"
+            commands["port"] = port_command(self.port)
         if self.container:
             commands["container"] = container_command(self.container)
         if self.model_path:
@@ -67,6 +104,8 @@ class NodeCheckReport:
     seconds: float
     free_gib: float | None = None
     listeners: str = ""
+    port_source: str = ""  # "ss" or "/proc/net/tcp" (the node has no ss)
+    missing_tools: list[str] = field(default_factory=list)
     image_id: str | None = None
     env: list[EnvFinding] = field(default_factory=list)
     weights: Manifest | None = None
@@ -86,14 +125,33 @@ def check_node(host: NodeHost, check: NodeCheck, timeout: float = 600) -> NodeCh
     if PING not in results["reach"].stdout:
         report.problems.append(f"node {host.name} did not answer: {failure(results['reach'])}")
         return report
-    read_disk(report, check, results["disk"])
+    skip = read_tools(report, check, results["tools"])
+    if "disk" not in skip:
+        read_disk(report, check, results["disk"])
     if "port" in results:
         read_port(report, check, results["port"])
+        if report.listeners and report.problems:
+            report.problems[-1] += f"\n{host.port_holder_text(check.port)}"
     if "container" in results:
         read_container(report, check, results["container"])
-    if "weights" in results:
+    if "weights" in results and "weights" not in skip:
         read_weights(report, check, results["weights"])
     return report
+
+
+def read_tools(report: NodeCheckReport, check: NodeCheck, result: Result) -> set[str]:
+    """A tool a check needs and the node lacks is its own problem, named; that check's answer is then not read
+    (it would only say 'command not found' in another check's words). Returns the checks to skip."""
+    report.missing_tools = [line[len(MISSING):].strip() for line in result.stdout.splitlines()
+                            if line.startswith(MISSING)]
+    skip = set()
+    for name, tools in check.needed_tools().items():
+        lacking = [tool for tool in tools if tool in report.missing_tools]
+        if lacking:
+            skip.add(name)
+            report.problems.append(f"node {report.node}: the {name} check needs {', '.join(lacking)}, "
+                                   "which is not on the node's PATH; install it there (no check was made)")
+    return skip
 
 
 def check_nodes(hosts: dict[str, NodeHost], checks: dict[str, NodeCheck]) -> dict[str, NodeCheckReport]:
@@ -119,11 +177,33 @@ def read_disk(report: NodeCheckReport, check: NodeCheck, result: Result) -> None
 
 
 def read_port(report: NodeCheckReport, check: NodeCheck, result: Result) -> None:
+    lines = result.stdout.strip().splitlines()
+    if lines and lines[0].startswith(VIA):
+        report.port_source = lines.pop(0)[len(VIA):]
     if not result.ok:
-        report.problems.append(f"node {report.node}: ss failed ({failure(result)})")
-    report.listeners = result.stdout.strip()
+        tool = report.port_source or "ss and /proc/net/tcp"
+        report.problems.append(f"node {report.node}: could not check port {check.port}: {tool} failed "
+                               f"({failure(result)}); nothing was found listening, nothing was checked either")
+        return
+    if report.port_source.startswith("/proc"):
+        lines = [proc_listener(line) for line in lines]
+    report.listeners = "\n".join(lines).strip()
     if report.listeners:
-        report.problems.append(f"node {report.node}: port {check.port} is already in use:\n{report.listeners}")
+        report.problems.append(f"node {report.node}: port {check.port} is already in use "
+                               f"(read with {report.port_source}):\n{report.listeners}")
+
+
+def proc_listener(line: str) -> str:
+    """'/proc/net/tcp 0100007F:1F90' -> 'LISTEN 127.0.0.1:8080 (/proc/net/tcp)'."""
+    source, _, address = line.partition(" ")
+    host_hex, _, port_hex = address.partition(":")
+    try:
+        raw = bytes.fromhex(host_hex)
+        words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host order
+        host = str(ipaddress.ip_address(words))
+        return f"LISTEN {host if len(raw) == 4 else f'[{host}]'}:{int(port_hex, 16)} ({source})"
+    except ValueError:
+        return f"LISTEN {address} ({source})"
 
 
 def read_container(report: NodeCheckReport, check: NodeCheck, result: Result) -> None:
@@ -132,6 +212,10 @@ def read_container(report: NodeCheckReport, check: NodeCheck, result: Result) ->
     except json.JSONDecodeError:
         seen = None
     seen = seen[0] if isinstance(seen, list) and seen else seen
+    if f"{MISSING}docker" in result.stdout:
+        report.problems.append(f"node {report.node}: the container check needs docker (or curl and "
+                               f"{DOCKER_SOCKET}), neither is on the node; no check was made")
+        return
     if not isinstance(seen, dict) or "Config" not in seen:
         why = seen.get("message") if isinstance(seen, dict) else failure(result)
         report.problems.append(f"node {report.node}: container {check.container} not found ({why})")

@@ -5,6 +5,11 @@ ignore_eos via --extra-inputs), with a local tokenizer path so it runs offline. 
 `profile_export_aiperf.json` (aggregates: per metric {unit, avg, p50, p90, p99, ...}) and
 `profile_export.jsonl` (one record per request; failed requests carry an `error` object). When every
 request fails AIPerf writes no aggregate file; the per-request records still give the error count.
+
+TTFT: AIPerf's per-request `time_to_first_token` already is servegate's definition (first chunk with
+content, reasoning or tool-call text; clock started just before `session.request`). servegate takes the
+percentiles again over the successful requests' records with schema.ttft_stats, the one method it uses for
+both tools (AIPerf's own `adj_*` rollups count failed requests as +inf; they are not used).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from servegate.throughput.schema import LevelResult, number
+from servegate.throughput.schema import LevelResult, number, ttft_stats
 from servegate.throughput.target import Target
 from servegate.throughput.workload import Workload
 
@@ -94,13 +99,16 @@ def parse(out_dir: Path, workload: Workload, concurrency: int) -> LevelResult:
     if aggregate.is_file():
         _from_aggregate(result, json.loads(aggregate.read_text()))
         result.errors = max(result.errors or 0, len(failed))
+        result.ttft_tool_ms_p50 = result.ttft_ms_p50
+        ttft_stats(result, request_ttfts_ms(out_dir))
     else:
         _from_records(result, records, failed)
     return result
 
 
-def request_ttfts_ms(out_dir: Path) -> list[float]:
-    """TTFT of every successful request of the level, in ms, from AIPerf's per-request records."""
+def request_ttfts_ms(out_dir: Path, unified: bool = True) -> list[float]:  # noqa: ARG001
+    """TTFT of every successful request of the level, in ms, from AIPerf's per-request records (already on
+    servegate's definition: `unified` changes nothing here)."""
     values = (_metric(r, "time_to_first_token") for r in _records(out_dir / RECORDS) if not r.get("error"))
     return [v for v in values if v is not None]
 

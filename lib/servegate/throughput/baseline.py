@@ -14,7 +14,7 @@ from typing import Any
 from servegate.config.paths import RESULTS_DIR
 from servegate.errors import ServegateError
 from servegate.results.schema import load_run
-from servegate.throughput import store
+from servegate.throughput import noise, store
 from servegate.throughput.schema import METRICS
 
 BASELINES = RESULTS_DIR / "baselines"
@@ -35,8 +35,12 @@ def make(run_path: Path) -> dict[str, Any]:
             for lv in entry["levels"]
             if lv["status"] == "ok"
         }
+        intervals = {str(lv["concurrency"]): lv["ci"] for lv in entry["levels"]
+                     if lv["status"] == "ok" and lv.get("ci")}
         if levels:
             workloads[name] = {"tool": entry["spec"]["tool"], "spec": entry["spec"], "levels": levels}
+            if intervals:
+                workloads[name]["ci"] = intervals  # the noise the gate weighs a later change against
     if not workloads:
         raise ServegateError(f"{run_path}: no throughput level passed cleanly; nothing to keep as a baseline")
     return {
@@ -80,7 +84,8 @@ class Delta:
     current: float | None
     delta_pct: float | None
     tolerance_pct: float
-    verdict: str  # ok | improved | regressed | not measured
+    verdict: str  # ok | improved | regressed | within noise | not measured
+    noise_pct: float | None = None  # 95 % intervals of both sides combined; None: neither side repeated
 
     def __str__(self) -> str:
         meta = METRICS[self.metric]
@@ -92,7 +97,7 @@ class Delta:
         return (
             f"workload '{self.workload}' at concurrency {self.concurrency}: {meta.label} {self.current:.4g} "
             f"{meta.unit} vs baseline {self.baseline:.4g} ({_pct(self.delta_pct)}, tolerance "
-            f"{self.tolerance_pct:g} %): {self.verdict}"
+            f"{self.tolerance_pct:g} %, noise {_noise(self.noise_pct)}): {self.verdict}"
         )
 
 
@@ -122,6 +127,7 @@ def compare(
             continue
         tol = tolerances(entry.get("spec"), overrides)
         current = {str(lv["concurrency"]): lv for lv in entry["levels"]}
+        base_ci = base.get("ci") or {}
         for conc, base_metrics in base["levels"].items():
             level = current.get(conc)
             if level is None:
@@ -130,20 +136,25 @@ def compare(
                 if tol.get(metric) is None:
                     continue
                 value = level.get(metric) if level["status"] == "ok" or metric == "errors" else None
-                deltas.append(_delta(name, int(conc), metric, base_value, value, tol[metric]))
+                spread = noise.noise_pct((level.get("ci") or {}).get(metric), (base_ci.get(conc) or {}).get(metric))
+                deltas.append(_delta(name, int(conc), metric, base_value, value, tol[metric], spread))
     return deltas
 
 
-def _delta(workload: str, conc: int, metric: str, base: float, current: float | None, tol: float) -> Delta:
+def _delta(workload: str, conc: int, metric: str, base: float, current: float | None, tol: float,
+           spread: float | None = None) -> Delta:
+    """A regression needs a change beyond the tolerance and beyond the measured noise (when measured)."""
     if current is None:
-        return Delta(workload, conc, metric, base, None, None, tol, "not measured")
+        return Delta(workload, conc, metric, base, None, None, tol, "not measured", spread)
     if base == 0:
         pct = 0.0 if current == 0 else math.inf
     else:
         pct = 100.0 * (current - base) / abs(base)
     worse = -pct if METRICS[metric].higher_is_better else pct
     verdict = "regressed" if worse > tol else ("improved" if worse < -tol else "ok")
-    return Delta(workload, conc, metric, base, current, pct, tol, verdict)
+    if verdict != "ok" and spread is not None and abs(worse) <= spread:
+        verdict = "within noise"
+    return Delta(workload, conc, metric, base, current, pct, tol, verdict, spread)
 
 
 def regressions(deltas: list[Delta]) -> list[Delta]:
@@ -152,8 +163,8 @@ def regressions(deltas: list[Delta]) -> list[Delta]:
 
 def delta_lines(deltas: list[Delta]) -> list[str]:
     lines = [
-        "| workload | conc | metric | baseline | this run | delta | tolerance | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | conc | metric | baseline | this run | delta | tolerance | noise (95 % CI) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for d in deltas:
         meta = METRICS[d.metric]
@@ -161,9 +172,13 @@ def delta_lines(deltas: list[Delta]) -> list[str]:
         mark = {"regressed": "**regressed**", "not measured": "**not measured**"}.get(d.verdict, d.verdict)
         lines.append(
             f"| {d.workload} | {d.concurrency} | {meta.label} ({meta.unit}) | {d.baseline:.4g} | {current} "
-            f"| {_pct(d.delta_pct)} | {d.tolerance_pct:g} % | {mark} |"
+            f"| {_pct(d.delta_pct)} | {d.tolerance_pct:g} % | {_noise(d.noise_pct)} | {mark} |"
         )
     return lines
+
+
+def _noise(value: float | None) -> str:
+    return "not measured (1 repeat)" if value is None else f"+-{value:.1f} %"
 
 
 def _pct(value: float | None) -> str:

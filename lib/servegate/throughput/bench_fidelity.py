@@ -4,7 +4,10 @@ Same server, same workload, one run: the two tools take turns (A B A B ...) so d
 hits both alike; the medians over rounds of output tok/s and TTFT p50 are compared, at each --concurrency
 level in turn (one server for all). Warm-up turns (one per tool by default) are run and printed but left out:
 on a GPU the first turn pays kernel JIT. Prints the figures; exit 0 when both agree within --within %
-(default 3) at every level, 1 otherwise.
+(default 3) at every level, 1 otherwise. The default (one level, 2 kept rounds + 1 warm-up, 16 requests) fits
+beside the suite in a 30-minute visit; the time it will take is printed first, from the per-turn time of the
+last run under --results (else an assumption, said as such). TTFT is servegate's one definition
+(schema.TTFT_DEFINITION) for both tools.
 
     python -m servegate.throughput.bench_fidelity --endpoint http://127.0.0.1:8000 --vllm-python ENV/python
     python -m servegate.throughput.bench_fidelity --recipe recipes/local-hybrid.yaml --set port=18300
@@ -14,10 +17,12 @@ on a GPU the first turn pays kernel JIT. Prints the figures; exit 0 when both ag
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -55,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--osl", type=int, default=32)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[2], help="one or more levels")
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="turns per tool (A B A B ...)")
+    parser.add_argument("--rounds", type=int, default=2, help="kept turns per tool (A B A B ...)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="leading turns per tool left out of the medians (JIT, graphs, caches warm up)")
     parser.add_argument("--within", type=float, default=3.0, help="agreement required, in %%")
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_run:
         return report_run(args.from_run, args.warmup, args.within)
+    print(estimate(args), flush=True)
     with ExitStack() as cleanup:
         client, vllm_python, run = _server(args, cleanup)
         target = target_for(client, args.tokenizer, args.vllm_python or vllm_python)
@@ -75,14 +81,36 @@ def main(argv: list[str] | None = None) -> int:
         prompts = write_prompts(
             target.vllm_python, target.tokenizer, args.isl, args.requests, run.path / "fidelity" / "prompts"
         )
-        by_level, code = {}, 0
+        by_level, code, started = {}, 0, time.monotonic()
         for concurrency in args.concurrency:
             results = take_turns(args, concurrency, target, prompts, run.path / "fidelity")
             level_code, by_level[str(concurrency)] = report(results, args.within, run.path, concurrency)
             code = code or level_code
-            run.update("fidelity", value={"concurrency": by_level, "agree": code == 0, "within_pct": args.within})
+            turns = 2 * (args.warmup + args.rounds) * (args.concurrency.index(concurrency) + 1)
+            run.update("fidelity", value={"concurrency": by_level, "agree": code == 0, "within_pct": args.within,
+                                          "turn_seconds": round((time.monotonic() - started) / turns, 1)})
         run.finish("passed" if code == 0 else "failed")
         return code
+
+
+ASSUMED_TURN_S = 70.0  # one turn of the old H100/H200 default (isl 128, osl 64, 96 requests): 27 min / 24 turns
+
+
+def estimate(args) -> str:
+    """The run's expected length: turns x the last run's seconds per turn (run.json fidelity.turn_seconds)."""
+    turns = 2 * (args.warmup + args.rounds) * len(args.concurrency)
+    per_turn, source = ASSUMED_TURN_S, f"assumed {ASSUMED_TURN_S:g} s per turn: no earlier fidelity run found"
+    root = args.results or Path("results")
+    for path in sorted(root.glob("*/run.json"), reverse=True) if root.is_dir() else []:
+        try:
+            seconds = (json.loads(path.read_text()).get("fidelity") or {}).get("turn_seconds")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if seconds:
+            per_turn, source = float(seconds), f"{seconds} s per turn in {path.parent.name}"
+            break
+    return (f"fidelity: {turns} turns (2 tools x {args.warmup + args.rounds} rounds x {len(args.concurrency)} "
+            f"level(s)), about {turns * per_turn / 60:.0f} min plus the server start ({source})")
 
 
 TURN = re.compile(r"^fidelity-c(\d+)-(aiperf|vllm-bench)-r(\d+)$")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from servegate.errors import ServegateError
 from servegate.nodes.host import quote
-from servegate.throughput import aiperf, vllm_bench
+from servegate.throughput import aiperf, noise, validity, vllm_bench
 from servegate.throughput.proc import Watched, WatchPolicy, run_watched
 from servegate.throughput.schema import LevelResult
 from servegate.throughput.target import Target
@@ -43,15 +43,31 @@ def run_workload(
             )
             continue
         log(f"{workload.name}: concurrency {concurrency} with {workload.tool}")
-        level = run_level(workload, concurrency, target, out_root, gpus)
+        level = _repeated(workload, concurrency, target, out_root, gpus, log)
         log(f"{workload.name}: concurrency {concurrency}: {summary_line(level)}")
         levels.append(level)
         server_gone = level.note.startswith(SERVER_DOWN)
     return levels
 
 
-def run_level(workload: Workload, concurrency: int, target: Target, out_root: Path, gpus: int) -> LevelResult:
+def _repeated(workload: Workload, concurrency: int, target: Target, out_root: Path, gpus: int,
+              log: Callable[[str], None]) -> LevelResult:
+    """The level once, or `repeats` times (raw output under c<N>/r<i>/) merged with a confidence interval."""
+    if workload.repeats <= 1:
+        return run_level(workload, concurrency, target, out_root, gpus)
+    runs = []
+    for repeat in range(1, workload.repeats + 1):
+        runs.append(run_level(workload, concurrency, target, out_root, gpus, repeat))
+        log(f"{workload.name}: concurrency {concurrency} repeat {repeat}/{workload.repeats}: {summary_line(runs[-1])}")
+        if runs[-1].note.startswith(SERVER_DOWN):
+            break
+    return noise.merge(runs)
+
+
+def run_level(workload: Workload, concurrency: int, target: Target, out_root: Path, gpus: int,
+              repeat: int | None = None) -> LevelResult:
     level_dir = out_root / workload.name / f"c{concurrency}"
+    level_dir = level_dir / f"r{repeat}" if repeat else level_dir
     level_dir.mkdir(parents=True, exist_ok=True)
     argv = _command(workload, concurrency, target, level_dir, gpus)
     shown = [a if a != target.api_key else "***" for a in argv]
@@ -66,6 +82,7 @@ def run_level(workload: Workload, concurrency: int, target: Target, out_root: Pa
         else str(level_dir)
     )
     level.per_gpu(gpus)
+    level.validity = validity.for_level(level_dir, workload).to_dict()
     if watched.outcome == "exited" and (level.errors or 0) > 0 and _gone(target.alive):
         watched.outcome, watched.server_down_after_s = "server down", watched.seconds  # died near the end
     _judge(level, watched, workload, level_dir)
@@ -126,6 +143,10 @@ def _judge(level: LevelResult, watched: Watched, workload: Workload, level_dir: 
     elif level.output_tps is None:
         level.status = "failed"
         level.note = f"{workload.tool} exited 0 but reported no throughput. {level.note}".strip()
+    invalid = level.validity.get("problems") or []
+    if invalid:
+        level.status = "failed"
+        level.note = f"{level.note} invalid benchmark: {'; '.join(invalid)}".strip()  # SERVER_DOWN stays first
 
 
 def _tail(path: Path, lines: int = 4) -> str:

@@ -4,6 +4,11 @@ AIPerf and `vllm bench serve` name the same quantities differently (and define o
 vLLM's `itl` pools every gap between chunks, AIPerf's `inter_token_latency` is per request, which is vLLM's
 `tpot`). Each tool module maps its raw output onto LevelResult; everything downstream (thresholds,
 baselines, plots, reports) reads only this.
+
+TTFT is servegate's own, whichever tool ran (TTFT_DEFINITION; docs/load-generation.md quotes both tools'
+source): each tool's per-request timestamps are brought to that definition and the percentiles are taken
+here, with one method (ttft_stats), over the successful requests. What the tool itself printed is kept as
+`ttft_tool_ms_p50`.
 """
 
 from __future__ import annotations
@@ -75,11 +80,15 @@ class LevelResult:
     itl_ms_p50: float | None = None
     itl_ms_p90: float | None = None
     itl_ms_p99: float | None = None
+    ttft_tool_ms_p50: float | None = None  # the tool's own TTFT p50, before servegate's definition
     e2el_ms_p50: float | None = None
     e2el_ms_p99: float | None = None
     isl_mean: float | None = None
     osl_mean: float | None = None
     raw: str = ""  # folder of the tool's own output, relative to the run folder
+    repeats: int = 1  # runs merged into this level (noise.py)
+    ci: dict[str, dict] = field(default_factory=dict)  # metric -> 95 % interval over the repeats
+    validity: dict[str, Any] = field(default_factory=dict)  # validity.py: counts and problems
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +101,34 @@ class LevelResult:
     def per_gpu(self, gpus: int) -> None:
         if gpus > 0 and self.output_tps is not None:
             self.output_tps_per_gpu = self.output_tps / gpus
+
+
+TTFT_DEFINITION = (
+    "time from the client starting the request (before the connection is taken from the pool and the body "
+    "sent) to the arrival of the first streamed chunk that carries generated output: non-empty content, "
+    "reasoning or tool-call text; a role-only first chunk (delta {role, content: ''}) and usage-only chunks do "
+    "not count; successful requests only; percentiles by linear interpolation (numpy's default)"
+)
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy.percentile's default), the method vllm bench uses."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = (len(ordered) - 1) * pct / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ttft_stats(result: LevelResult, ttfts_ms: list[float]) -> None:
+    """Set the level's TTFT figures from per-request values already on servegate's definition."""
+    if not ttfts_ms:
+        return
+    result.ttft_ms_mean = sum(ttfts_ms) / len(ttfts_ms)
+    for pct in (50, 90, 99):
+        setattr(result, f"ttft_ms_p{pct}", percentile(ttfts_ms, pct))
 
 
 def number(value: Any) -> float | None:

@@ -130,4 +130,10 @@ def _compact(level: LevelResult) -> dict[str, Any]:
         "note",
         "raw",
     )
-    return {key: getattr(level, key) for key in keys}
+    out = {key: getattr(level, key) for key in keys}
+    out["repeats"] = level.repeats
+    out["ci_half_pct"] = {k: round(v["half_pct"], 2) for k, v in level.ci.items()}  # noise per metric
+    out["validity"] = {k: level.validity.get(k) for k in ("requests", "ok", "http_errors", "output_tokens",
+                                                          "output_range", "input_range", "problems")
+                       if k in level.validity}
+    return out

@@ -5,6 +5,14 @@ Run as `python -m vllm.entrypoints.cli.main bench serve` with the vLLM environme
 (`output_throughput`, `{mean,median,pNN}_{ttft,tpot,itl,e2el}_ms`, `completed`, `failed`, per-request
 `ttfts`, `latencies`, `output_lens`, `errors`). Mapping onto the common schema: vLLM's per-request `tpot`
 is AIPerf's `inter_token_latency` (our itl_ms); vLLM's `itl` (every chunk gap pooled) is not used.
+
+TTFT: vllm bench stops its clock at the first chunk with a non-empty `choices` list, which on vLLM's server
+is the role-only chunk (`delta {role: assistant, content: ""}`) sent just before the first token's chunk.
+servegate's definition (schema.TTFT_DEFINITION) is the first chunk carrying output: where a request got more
+token chunks than output tokens (len(itls) + 1 > output_len), its first chunk carried none, so the server
+sends a role-only first chunk (a property of the server: then every request's first gap, itls[0], is added
+back, also where two tokens shared a later chunk and the count alone would not show it).
+See docs/load-generation.md "TTFT: one definition".
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from servegate.throughput.schema import LevelResult, number
+from servegate.throughput.schema import LevelResult, number, ttft_stats
 from servegate.throughput.target import Target
 from servegate.throughput.workload import Workload
 
@@ -77,6 +85,8 @@ def parse(out_dir: Path, workload: Workload, concurrency: int) -> LevelResult:
         setattr(result, f"{ours}_ms_mean", number(data.get(f"mean_{theirs}_ms")))
         for pct in ("p50", "p90", "p99"):
             setattr(result, f"{ours}_ms_{pct}", number(data.get(f"{pct}_{theirs}_ms")))
+    result.ttft_tool_ms_p50 = result.ttft_ms_p50
+    ttft_stats(result, unified_ttfts_ms(data))
     result.e2el_ms_p50 = number(data.get("p50_e2el_ms"))
     result.e2el_ms_p99 = number(data.get("p99_e2el_ms"))
     result.output_tps_per_user_p50 = _per_user_p50(data)
@@ -86,14 +96,31 @@ def parse(out_dir: Path, workload: Workload, concurrency: int) -> LevelResult:
     return result
 
 
-def request_ttfts_ms(out_dir: Path) -> list[float]:
-    """TTFT of every successful request of the level, in ms (vLLM saves seconds, per request)."""
+def request_ttfts_ms(out_dir: Path, unified: bool = True) -> list[float]:
+    """TTFT of every successful request of the level, in ms (vLLM saves seconds, per request): on servegate's
+    definition, or (unified=False) as vllm bench itself counts it."""
     path = out_dir / RESULT
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
+    if unified:
+        return unified_ttfts_ms(data)
     errors = data.get("errors") or [""] * len(data.get("ttfts", []))
     return [1000.0 * t for t, e in zip(data.get("ttfts", []), errors, strict=False) if not e and t]
+
+
+def unified_ttfts_ms(data: dict) -> list[float]:
+    """Per successful request: vllm bench's ttft, plus the gap to the next chunk where the first chunk carried no
+    token (more chunks than output tokens: vLLM's role-only chunk). Empty without --save-detailed."""
+    ttfts, itls = data.get("ttfts") or [], data.get("itls") or []
+    lens = data.get("output_lens") or []
+    errors = data.get("errors") or [""] * len(ttfts)
+    def at(values: list, index: int):
+        return values[index] if index < len(values) else None
+
+    rows = [(t, at(itls, i), at(lens, i)) for i, t in enumerate(ttfts) if t and not at(errors, i)]
+    role_first = any(gaps and osl is not None and len(gaps) + 1 > osl for _, gaps, osl in rows)
+    return [1000.0 * (ttft + (gaps[0] if role_first and gaps else 0.0)) for ttft, gaps, _ in rows]
 
 
 def _per_user_p50(data: dict) -> float | None:

@@ -32,6 +32,9 @@ class Workload:
     fail_on_regression: bool = False
     tolerance_pct: dict[str, float | None] = field(default_factory=dict)
     prompts: Path | None = None  # aiperf.jsonl + sharegpt.json: the same prompts, both tools
+    repeats: int = 1  # runs per concurrency level; >1 gives a confidence interval per metric (noise.py)
+    input_tolerance_pct: float = 10.0  # validity.py: prompt lengths around isl
+    max_http_error_pct: float = 5.0  # validity.py: share of 4xx/5xx answers that invalidates a level
 
     @property
     def request_count(self) -> int | None:
@@ -105,6 +108,9 @@ def _workload(recipe: Recipe, index: int, entry: dict, sweep: list[int] | None) 
         timeout_s=float(entry["timeout_s"]),
         thresholds=thresholds,
         fail_on_regression=entry["fail_on_regression"],
+        repeats=max(1, int(entry.get("repeats") or 1)),
+        input_tolerance_pct=float(entry.get("input_tolerance_pct", 10.0)),
+        max_http_error_pct=float(entry.get("max_http_error_pct", 5.0)),
         tolerance_pct={
             str(k): None if v is None else float(v) for k, v in (entry.get("tolerance_pct") or {}).items()
         },
