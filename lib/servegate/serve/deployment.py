@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import json
 import shlex
+import signal
 import socket
 import threading
 import time
@@ -19,8 +20,8 @@ from typing import Any
 
 import requests
 
-from servegate.errors import ServerExited
-from servegate.labels import new_run_id
+from servegate.errors import ServegateError, ServerExited
+from servegate.labels import new_run_id, owner_tag
 from servegate.lifecycle import Managed
 from servegate.nodes.host import NodeHost
 from servegate.render.command import Rendered
@@ -41,6 +42,14 @@ class Launched:
     env_path: str
     exited_rc: int | None = None
 
+    @property
+    def exit_path(self) -> str:
+        return self.log_path.removesuffix(".log") + ".exit"
+
+    @property
+    def where(self) -> str:
+        return f"vLLM {self.launch.role} on node '{self.launch.node.name}' (pid {self.pid})"
+
 
 class OpenAIClient:
     """The client half of a served model, shared by Deployment (servegate launched it) and Endpoint (it was
@@ -51,14 +60,26 @@ class OpenAIClient:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def explain_failure(self) -> None:
+        """Raise a ServegateError that says why the server stopped answering, when that can be told
+        (Deployment: which node's process died, its exit signal and log tail); else return."""
+
     def get(self, path: str, timeout: float = 10) -> requests.Response:
-        return requests.get(self.url(path), headers=self.headers(), timeout=timeout)
+        try:
+            return requests.get(self.url(path), headers=self.headers(), timeout=timeout)
+        except requests.RequestException:
+            self.explain_failure()
+            raise
 
     def chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> dict:
         body = {"model": self.model, "messages": messages, **params}
-        response = requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
-                                 timeout=timeout)
-        response.raise_for_status()
+        try:
+            response = requests.post(self.url("/v1/chat/completions"), json=body, headers=self.headers(),
+                                     timeout=timeout)
+            response.raise_for_status()
+        except requests.RequestException:
+            self.explain_failure()
+            raise
         return response.json()
 
     def stream_chat(self, messages: list[dict], timeout: float = 120, **params: Any) -> Iterator[dict]:
@@ -137,19 +158,22 @@ class Deployment(Managed, OpenAIClient):
         """Readiness would pass against whatever already listens there: refuse to start instead."""
         busy, status = self._probe_port()
         if busy:
-            raise ServerExited(f"port {self.rendered.port} on {self.api_host} is already in use ({status}) before "
-                               f"launch: another server (a leftover run? `servegate clean`) would answer our probes")
+            head = self.rendered.cluster.head
+            holder = self.hosts[head.name].port_holder_text(self.rendered.port)
+            raise ServerExited(f"node '{head.name}': port {self.rendered.port} on {self.api_host} is already in use "
+                               f"({status}) before launch, so another server would answer our probes: {holder}")
 
     def _spawn(self, launch: NodeLaunch) -> Launched:
         host = self.hosts[launch.node.name]
         workdir = host.home_path(launch.node.workdir)
         base = f"{workdir}/runs/{self.run_id}/{launch.role}"
         env_path, log_path = f"{base}.env", f"{base}.log"
+        host.write_text(f"{workdir}/runs/{self.run_id}/owner", owner_tag())  # `servegate clean --stale` reads it
         host.write_text(env_path, self._env_file(launch))
         self.run.redact.learn_env(launch.env)
         self.run.redact.learn_argv(launch.argv)
         self.progress("launch", f"{launch.role}: {self.run.redact(launch.text)}", node=launch.node.name)
-        pid = host.spawn(launch.argv, env_file=env_path, log_path=log_path)
+        pid = host.spawn(launch.argv, env_file=env_path, log_path=log_path, exit_path=f"{base}.exit")
         launched = Launched(launch, pid, log_path, env_path)
         self.launched.append(launched)
         self.run.data["launch"]["processes"].append(
@@ -162,28 +186,41 @@ class Deployment(Managed, OpenAIClient):
         return env_script(launch.env, self.run_id, self.bin_dirs.get(launch.node.name))
 
     def stop(self) -> None:
-        """Kill every process group this deployment started (newest first), then save the logs."""
+        """Kill every process group this deployment started (newest first), then save the logs. A node that
+        is gone (container stopped, unreachable) is reported and passed: the other nodes are still cleaned."""
         for launched in reversed(self.launched):
-            host = self.hosts[launched.launch.node.name]
-            if host.group_alive(launched.pid):
-                self.progress("teardown", f"stopping {launched.launch.role} (pgid {launched.pid})",
-                              node=launched.launch.node.name)
-                gone = host.kill_group(launched.pid)
-                if not gone:
-                    self.progress("teardown", f"process group {launched.pid} survived SIGKILL",
-                                  node=launched.launch.node.name)
+            self._carry_on(launched, "stopping", self._stop_one)
         self.save_logs()
-        for launched in self.launched:
-            self.hosts[launched.launch.node.name].run(f"rm -f {shlex.quote(launched.env_path)}")
+        for launched in self.launched:  # the node's raw log holds vLLM's args in clear: the redacted copy stays
+            self._carry_on(launched, "removing the env file and raw log", lambda x: self.hosts[x.launch.node.name].run(
+                f"rm -f {' '.join(shlex.quote(p) for p in (x.env_path, x.log_path, x.exit_path))}"))
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
+    def _stop_one(self, launched: Launched) -> None:
+        host = self.hosts[launched.launch.node.name]
+        if host.group_alive(launched.pid):
+            self.progress("teardown", f"stopping {launched.launch.role} (pgid {launched.pid})",
+                          node=launched.launch.node.name)
+            if not host.kill_group(launched.pid):
+                self.progress("teardown", f"process group {launched.pid} survived SIGKILL",
+                              node=launched.launch.node.name)
+
+    def _carry_on(self, launched: Launched, what: str, action) -> None:
+        try:
+            action(launched)
+        except ServegateError as exc:  # NodeUnreachable / a stopped container: say so, go on with the rest
+            first = str(exc).splitlines()[0]
+            self.progress("teardown", f"{what} {launched.launch.role} skipped, node gone: {first}",
+                          node=launched.launch.node.name)
+            self.run.update("teardown", f"{launched.launch.node.name}-{launched.launch.role}",
+                            f"{what} skipped: {first}")
+
     def save_logs(self) -> None:
         for launched in self.launched:
-            host = self.hosts[launched.launch.node.name]
-            text = host.read_text(launched.log_path, max_bytes=20_000_000)
             name = f"logs/{launched.launch.node.name}-{launched.launch.role}{self.label}.log"
-            self.run.write_text(name, text)
+            self._carry_on(launched, "saving the log", lambda x, name=name: self.run.write_text(
+                name, self.hosts[x.launch.node.name].read_text(x.log_path, max_bytes=20_000_000)))
 
     # ---- state -----------------------------------------------------------------------------------------
     @property
@@ -191,9 +228,48 @@ class Deployment(Managed, OpenAIClient):
         return next(item for item in self.launched if item.launch.role == "serve")
 
     def alive(self) -> bool:
-        return all(self.hosts[item.launch.node.name].alive(item.pid) for item in self.launched)
+        return not self.dead()
+
+    def dead(self) -> list[Launched]:
+        """The launched processes that are no longer running (a node that cannot be reached counts)."""
+        gone = []
+        for item in self.launched:
+            try:
+                if not self.hosts[item.launch.node.name].alive(item.pid):
+                    gone.append(item)
+            except ServegateError:
+                gone.append(item)
+        return gone
+
+    def death_report(self, launched: Launched, lines: int = LOG_TAIL_LINES) -> str:
+        """'<role> on node N (pid P) died: killed by SIGKILL (exit 137)' with its log tail; for a node that cannot
+        be reached, that node by name and why."""
+        host = self.hosts[launched.launch.node.name]
+        try:
+            rc = host.run(f"cat {shlex.quote(launched.exit_path)} 2>/dev/null").stdout.strip()
+            tail = self.run.redact(host.run(f"tail -n {lines} {shlex.quote(launched.log_path)}").stdout)
+        except ServegateError as exc:
+            return f"{launched.where} is gone with its node: {str(exc).splitlines()[0]}"
+        if rc.isdigit() and int(rc) > 128:
+            try:
+                how = f"killed by {signal.Signals(int(rc) - 128).name} (exit {rc})"
+            except ValueError:
+                how = f"exit {rc}"
+        elif rc.isdigit():
+            how = f"exited with status {rc}"
+        else:
+            how = "ended; no exit status recorded (its whole process group was killed)"
+        return f"{launched.where} died: {how}\n--- {launched.where} log tail ---\n{tail}"
+
+    def explain_failure(self) -> None:
+        gone = self.dead()
+        if gone:
+            raise ServerExited("the server stopped answering: " + "\n".join(self.death_report(x) for x in gone))
 
     def log_tail(self, lines: int = LOG_TAIL_LINES, role: str = "serve") -> str:
+        gone = self.dead()
+        if gone:  # what died says why (a follower's tail, not the head's), with its exit signal
+            return "\n".join(self.death_report(x, lines) for x in gone)
         for launched in self.launched:
             if launched.launch.role == role:
                 host = self.hosts[launched.launch.node.name]
@@ -234,7 +310,7 @@ class Deployment(Managed, OpenAIClient):
         ]
         return run_steps(steps, still_running=self.alive, log_tail=self.log_tail,
                          on_step=lambda name: self.progress("readiness", name, node=server.launch.node.name),
-                         deadline=deadline)
+                         deadline=deadline, subject=server.where)
 
     def _probe_port(self) -> tuple[bool, str]:
         with socket.socket() as sock:
