@@ -288,7 +288,8 @@ class Stack(Managed):
         plan = self.memory_plan()
         unfit = [str(f) for f in plan.findings if f.level == "fail"]
         if unfit:
-            problems.append("memory plan cannot fit:\n" + "\n".join(unfit) + "\nplan:\n  " + "\n  ".join(plan.lines()))
+            problems.append(f"memory plan of {self.recipe.name} cannot fit; nothing was launched:\n"
+                            + "\n".join(unfit) + "\nplan:\n  " + "\n  ".join(plan.lines()))
         return problems
 
     def deployment(self) -> Deployment:

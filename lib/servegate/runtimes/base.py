@@ -56,6 +56,7 @@ class Runtime:
 
     name = "base"
     ray_for_checks = False  # start Ray on a multi-node cluster for the Ray/env-parity checks alone
+    ray_exports_env = True  # Ray's start exports the recipe env (False: the container env is the only truth)
 
     def __init__(self, ctx: RuntimeContext):
         self.ctx = ctx
@@ -95,7 +96,8 @@ class Runtime:
             head = self.ctx.cluster.head.name
             ray = RayCluster(self.ctx.cluster, dict(self.serve_hosts()), self.ctx.run_id,
                              ray_launches(self.ctx.recipe, self.ctx.cluster), bin_dirs=self.bin_dirs(),
-                             log=self.ctx.log("ray"), python=envs[head].python)
+                             log=self.ctx.log("ray"), python=envs[head].python,
+                             export_env=self.ray_exports_env)
             self.ray_cluster = ray
             ray.start()
             self.ctx.run.update("ray", value={"address": ray.address, "bring_up_s": round(ray.bring_up_s, 2)})

@@ -65,6 +65,7 @@ class ImageReport:
 class DockerRuntime(Runtime):
     name = "docker"
     ray_for_checks = True  # the image carries Ray (checked by the image step)
+    ray_exports_env = False  # Ray workers inherit the container env only: parity must see what it lacks
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -86,6 +86,7 @@ class RayCluster(Managed):
     run_id: str
     launches: list[NodeLaunch]
     bin_dirs: dict[str, str] = field(default_factory=dict)  # node -> dir holding `ray` (host runtime)
+    export_env: bool = True  # False where the node's env is fixed at container start (docker): not masked here
     log: Callable[[str, str | None], None] = lambda message, node=None: None
     started: dict[str, int] = field(default_factory=dict)  # node -> pgid of `ray start --block`
     bring_up_s: float | None = None
@@ -120,7 +121,8 @@ class RayCluster(Managed):
         self._sweep(host)
         base = f"{host.home_path(node.workdir)}/runs/{self.run_id}/ray"
         launch = self.launch_for(node)
-        host.write_text(f"{base}.env", env_script(launch.env, self.run_id, self.bin_dirs.get(node.name)))
+        env = launch.env if self.export_env else {}
+        host.write_text(f"{base}.env", env_script(env, self.run_id, self.bin_dirs.get(node.name)))
         argv = [self._ray(node.name), *launch.argv[1:]]
         self.log(" ".join(shlex.quote(a) for a in argv), node.name)
         self.started[node.name] = host.spawn(argv, env_file=f"{base}.env", log_path=f"{base}.log")
