@@ -191,7 +191,8 @@ class Stack(Managed):
                       "nodes": {name: (m.summary() if m else None) for name, m in manifests.items()}}
             self.run.update("weights", "check", report)
             return report
-        return self._once("weights", check, "weights check")
+        with self.phase("weights check"):  # not cached: a folder can change between the check and the launch
+            return check()
 
     def rendered(self) -> Rendered:
         """The recipe rendered onto the cluster, once per run (the model location filled in)."""
@@ -281,7 +282,8 @@ class Stack(Managed):
             if result.errors:
                 problems.append(f"{result.failure_message()}\n({result.origin.get('node', node)})")
         if len(self.cluster.nodes) > 1:
-            problems += [f"model folder: {p}" for p in self.weights()["problems"]]
+            problems += [f"model folder not identical on every node, not launching: {p}"
+                         for p in self.weights()["problems"]]
         report = self.env_parity()
         if report is not None:
             problems += [f"env parity: {p}" for p in report.problems]
