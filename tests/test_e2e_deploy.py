@@ -116,9 +116,11 @@ def test_sigkilled_run_leaves_no_secret_and_clean_stale_marks_it_killed(tmp_path
 
 
 def test_failed_start_reports_exit_keeps_logs_and_leaves_nothing(tmp_path):
+    # Past every pre-launch check (flags parse, the KV of one 999999-token sequence fits the CPU KV space),
+    # refused by vLLM itself at start: longer than the model's max_position_embeddings (2048).
     broken = tmp_path / "local-broken.yaml"
     broken.write_text(LOCAL_RECIPE.read_text().replace("name: local-hybrid", "name: local-broken")
-                      .replace("--seed 0", "--seed 0 --max-model-len 999999"))
+                      .replace("max_model_len: 1024", "max_model_len: 999999"))
     child = child_pytest(tmp_path / "results", "--sg-recipe", str(broken), "-k", "readiness")
     output, _ = child.communicate(timeout=900)
     assert child.returncode == 1, output[-3000:]
