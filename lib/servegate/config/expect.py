@@ -64,7 +64,9 @@ MEMORY = {
     }),
     "node_total_gib": Field(NUMBER, None, "memory per node the planner budgets against (default: MemTotal)"),
     "gpu_total_gib": Field(NUMBER, None, "memory per discrete GPU (unset: unified memory, the node's total)"),
-    "overhead_gib": Field(NUMBER, None, "memory beside weights and KV (default 4 on GPU, 0.5 on CPU)"),
+    "overhead_gib": Field(NUMBER, None, "memory beside weights and KV per rank (default: the planner's "
+                          "activation and non-torch terms on GPU, 0.5 on CPU)"),
+    "vllm": Field(str, None, "vLLM version the image runs (how its log counts KV tokens; unset: newest)"),
     "margin_gib": Field(NUMBER, None, "planner warns when the plan leaves less than this per node"),
 }
 

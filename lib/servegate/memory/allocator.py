@@ -4,7 +4,9 @@ Why model the allocator and not only raw bytes: on hybrid models vLLM pads each 
 one attention page (raising the attention block size until a page holds the state), groups layers so
 every group has the same layer count, and charges each request a fixed number of Mamba blocks per group
 (3 with prefix caching, whose 'align' mode keeps a running, a checkpoint and a spare state; 1 without).
-The logged "KV cache size: N tokens" is num_blocks / blocks_per_request x max_model_len.
+The logged "KV cache size: N tokens" is num_blocks / blocks_per_request x max_model_len from vLLM 0.21
+on; before (0.18-0.20, _report_kv_cache_config) it was num_blocks // groups x block_size, which
+understates hybrid models (vLLM PR #38364) but is what those servers print.
 """
 
 from __future__ import annotations
@@ -46,13 +48,15 @@ def vllm_capacity(
     block_size: int,
     prefix_caching: bool,
     num_spec: int = 0,
+    report_groups: bool = False,
 ) -> Capacity:
     """Token capacity and max concurrency vLLM will log for this budget (per rank)."""
     if not mamba_layers:
         page = int(block_size * attn_bytes_per_token_layer)
         num_blocks = max(0, kv_budget_bytes // max(1, page * attention_layers))
         per_request = ceil(max_model_len / block_size)
-        return _capacity(block_size, page, attention_layers, 1, num_blocks, per_request, max_model_len, None)
+        cap = _capacity(block_size, page, attention_layers, 1, num_blocks, per_request, max_model_len, None)
+        return _reported(cap, report_groups)
     per_token = max(attn_bytes_per_token_layer, 1e-9)
     if attention_layers:
         block_size = block_size * ceil(mamba_bytes_per_layer / (block_size * per_token))
@@ -63,9 +67,17 @@ def vllm_capacity(
     per_request = attn_groups * ceil(max_model_len / block_size) + mamba_groups * mamba_blocks
     num_blocks = max(0, kv_budget_bytes // (size * page))
     padding = 100.0 * (page - mamba_bytes_per_layer) / mamba_bytes_per_layer
-    return _capacity(
+    cap = _capacity(
         block_size, page, size, attn_groups + mamba_groups, num_blocks, per_request, max_model_len, padding
     )
+    return _reported(cap, report_groups)
+
+
+def _reported(cap: Capacity, report_groups: bool) -> Capacity:
+    """vLLM < 0.21 logs num_blocks // groups x block_size as its KV cache size in tokens."""
+    if report_groups:
+        cap.tokens = cap.num_blocks // max(1, cap.groups) * cap.block_size
+    return cap
 
 
 def _capacity(

@@ -13,32 +13,16 @@ from dataclasses import asdict, dataclass, field
 from math import ceil
 
 from servegate.memory import flags as f
+from servegate.memory import terms as t
 from servegate.memory.allocator import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, Capacity, vllm_capacity
+from servegate.memory.judge import judge
 from servegate.memory.shapes import ModelShape
+from servegate.memory.units import GIB, LEVELS, Finding, gib  # noqa: F401 - re-exported
 
-GIB = 2**30
 DEFAULT_GPU_UTILIZATION = 0.9
 DEFAULT_CPU_KVCACHE_GIB = 4.0  # vLLM CPU's default when VLLM_CPU_KVCACHE_SPACE is unset or 0
-DEFAULT_OVERHEAD_GIB = {"gpu": 4.0, "cpu": 0.5}
-LEVELS = ("ok", "warn", "fail")
-
-
-def gib(value: float) -> str:
-    """Bytes for people: GiB down to 0.1 GiB, then MiB, then KiB."""
-    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(value) >= size / 10 or unit == "KiB":
-            return f"{value / size:.2f} {unit}"
-    return f"{value} B"
-
-
-@dataclass
-class Finding:
-    level: str  # ok | warn | fail
-    message: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.level.upper()}: {self.message}" + (f"\n    fix: {self.fix}" if self.fix else "")
+CPU_OVERHEAD_GIB = 0.5  # the CPU engine beside weights and its explicit KV space (footprint only)
+LARGE_GPU = 70 * GIB  # vLLM arg_utils: at or above it the API server defaults to 8192 tokens / 1024 seqs
 
 
 @dataclass
@@ -56,6 +40,21 @@ class PlanContext:
     margin_bytes: int | None = None
     floor_bytes: int | None = None
     recipe: str = ""
+    vllm_version: str | None = None  # decides how vLLM reports KV tokens (terms.reports_groups)
+    profile: dict | None = None  # a calibration run (memory/profile.py) replacing the unmeasured terms
+
+    @property
+    def unified(self) -> bool:
+        """A GPU sharing the node's memory (GB10): the reservation and the OS draw on one pool."""
+        return self.platform == "gpu" and self.gpu_total_bytes is None
+
+    @property
+    def device_bytes(self) -> int:
+        return self.gpu_total_bytes or self.node_total_bytes
+
+    @property
+    def uses_ray(self) -> bool:
+        return f.flag(self.argv, "--distributed-executor-backend") == "ray" or len(self.node_names) > 1
 
 
 @dataclass
@@ -69,6 +68,8 @@ class MemoryPlan:
     ranks_per_node: int
     max_model_len: int
     max_num_seqs: int
+    max_num_batched_tokens: int
+    drafts_with_mtp: bool
     kv_cache_dtype: str
     weight_bytes_total: int
     weight_bytes_per_rank: int
@@ -89,6 +90,9 @@ class MemoryPlan:
     node_total_source: str
     headroom_bytes_per_node: int
     capacity: Capacity
+    terms: list[t.Term] = field(default_factory=list)  # inside the reservation, before KV
+    node_terms: list[t.Term] = field(default_factory=list)  # beside it, on a unified-memory node
+    prefill_peak_bytes_per_node: int = 0  # the node at a full-size prefill chunk (unified memory)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -117,7 +121,7 @@ class MemoryPlan:
             f"KV + state needed: one sequence {gib(self.kv_need_one_bytes)}, "
             f"{self.max_num_seqs} sequences {gib(self.kv_need_bytes)} per rank",
             f"budget: {self.budget_source}; KV budget {gib(self.kv_budget_bytes)} per rank, "
-            f"runtime overhead {gib(self.overhead_bytes)}",
+            f"beside weights {gib(self.overhead_bytes)} (max_num_batched_tokens {self.max_num_batched_tokens})",
             f"vLLM allocator: block {cap.block_size} tokens, {cap.num_blocks} blocks, "
             f"{cap.blocks_per_request} blocks/request -> {cap.tokens:,} tokens, "
             f"max concurrency {cap.max_concurrency:.2f}x"
@@ -129,6 +133,13 @@ class MemoryPlan:
             f"node: {gib(self.footprint_bytes_per_node)} of {gib(self.node_total_bytes)} "
             f"({self.node_total_source}) -> headroom {gib(self.headroom_bytes_per_node)}",
         ]
+        out += [f"  in the reservation: {term.line()}" for term in self.terms]
+        out += [f"  beside it, per node: {term.line()}" for term in self.node_terms]
+        if self.node_terms:
+            out.append(
+                f"node at a full prefill chunk: {gib(self.prefill_peak_bytes_per_node)} of "
+                f"{gib(self.node_total_bytes)}"
+            )
         out += [f"note: {note}" for note in self.notes]
         out += [str(finding) for finding in self.findings]
         out.append(f"verdict: {self.verdict.upper()}")
@@ -154,6 +165,7 @@ class _Layout:
     pp: int
     max_len: int
     seqs: int
+    batch: int  # max_num_batched_tokens: the profiled chunk
     kv_dtype: str  # as reported, e.g. "fp8 (1 B)"
     num_spec: int  # speculative tokens per step
     attn_layers: int  # this rank's, plus the MTP drafter's
@@ -189,7 +201,9 @@ def _layout(shape: ModelShape, ctx: PlanContext) -> _Layout:
     argv = ctx.argv
     tp, pp = f.int_flag(argv, "--tensor-parallel-size", 1), f.int_flag(argv, "--pipeline-parallel-size", 1)
     max_len = f.int_flag(argv, "--max-model-len", int(shape.max_position_embeddings or 8192))
-    seqs = f.int_flag(argv, "--max-num-seqs", 256 if ctx.platform == "gpu" else 128)
+    large = ctx.platform == "gpu" and ctx.device_bytes >= LARGE_GPU
+    seqs = f.int_flag(argv, "--max-num-seqs", (1024 if large else 256) if ctx.platform == "gpu" else 128)
+    batch = f.int_flag(argv, "--max-num-batched-tokens", 8192 if large else 2048)
     model_dtype, kv_dtype, conv_dtype, ssm_dtype = _cache_dtypes(argv, shape)
     num_spec = f.speculative_tokens(argv)
     kv_heads = max(1, shape.num_kv_heads // tp)
@@ -200,7 +214,7 @@ def _layout(shape: ModelShape, ctx: PlanContext) -> _Layout:
         shape, tp, f.dtype_bytes(conv_dtype, model_dtype), f.dtype_bytes(ssm_dtype, model_dtype), num_spec
     )
     return _Layout(
-        tp=tp, pp=pp, max_len=max_len, seqs=seqs, kv_dtype=f"{kv_dtype} ({f.dtype_bytes(kv_dtype, model_dtype)} B)",
+        tp=tp, pp=pp, max_len=max_len, seqs=seqs, batch=batch, kv_dtype=f"{kv_dtype} ({f.dtype_bytes(kv_dtype, model_dtype)} B)",
         num_spec=num_spec, attn_layers=ceil(shape.attention_layers / pp) + draft_attention,
         draft_attention=draft_attention, mamba_layers=ceil(shape.mamba_layers / pp),
         per_token_layer=per_token_layer, mamba_layer=mamba_layer,
@@ -220,6 +234,7 @@ def _capacity(layout: _Layout, kv_budget: int, ctx: PlanContext) -> Capacity:
         block_size=block,
         prefix_caching=f.prefix_caching(ctx.argv),
         num_spec=layout.num_spec,
+        report_groups=t.reports_groups(ctx.vllm_version),
     )
 
 
@@ -229,13 +244,57 @@ def _notes(shape: ModelShape, layout: _Layout) -> list[str]:
     if layout.num_spec and layout.draft_attention:
         notes.append(
             f"speculative decoding ({layout.num_spec} tokens): the MTP drafter's {layout.draft_attention} "
-            "attention layer(s) counted in KV; draft weights are not modelled"
+            "attention layer(s) counted in KV, its weights in the weights term"
         )
     elif layout.num_spec:
-        notes.append(f"speculative decoding ({layout.num_spec} tokens): draft-layer KV and weights are not modelled")
+        notes.append(f"speculative decoding ({layout.num_spec} tokens): a separate draft model is not modelled")
     if shape.unsure:
         notes.append(f"shape numbers marked unsure in {shape.source}: {', '.join(shape.unsure)}")
     return notes
+
+
+def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: PlanContext) -> list[t.Term]:
+    """Weights, activation peak and non-torch memory per rank (the recipe's overhead_gib replaces the last two)."""
+    world = layout.tp * layout.pp
+    if ctx.platform == "cpu":
+        weights = t.Term("weights per rank", ceil(weight_bytes / world), "checkpoint / ranks", "checkpoint")
+    else:
+        weights = t.weights(shape, weight_bytes, world, f.drafts_with_mtp_layers(ctx.argv))
+    if ctx.overhead_bytes is not None:
+        return [weights, t.Term("runtime", ctx.overhead_bytes, "expect.memory.overhead_gib", "the recipe")]
+    if ctx.platform == "cpu":
+        return [weights, t.Term("runtime", int(CPU_OVERHEAD_GIB * GIB), "CPU engine beside weights", "default")]
+    ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
+    activation = t.activation(shape, layout.batch, layout.seqs, layout.tp, ep)
+    if ctx.profile is None:
+        return [weights, activation, t.non_torch()]
+    return _calibrated(shape, weight_bytes, layout, ctx, weights, activation)
+
+
+def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t.Term) -> list[t.Term]:
+    """Weights, activation and residual from a calibration run (memory/profile.py)."""
+    cal, measured, where = ctx.profile["calibration"], ctx.profile["measured"], ctx.profile.get("path", "profile")
+    ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
+    cal_weights = t.weights(shape, weight_bytes, int(cal["ranks"]), bool(cal["drafts_with_mtp"]))
+    if measured.get("weights_gib") is not None:
+        loaded = int(measured["weights_gib"] * GIB)
+        weights = t.Term("weights per rank", int(loaded * weights.bytes / max(1, cal_weights.bytes)),
+                         f"{measured['weights_gib']:g} GiB as loaded at calibration x planner ratio "
+                         f"new/calibration ({weights.formula})", where)
+    else:
+        loaded = cal_weights.bytes
+    cal_act = t.activation(shape, int(cal["max_num_batched_tokens"]), int(cal["max_num_seqs"]), layout.tp, ep)
+    scale = 1.0
+    if measured.get("peak_activation_gib") is not None and cal_act.bytes:
+        scale = measured["peak_activation_gib"] * GIB / cal_act.bytes
+    act = t.Term("activation peak", int(activation.bytes * scale),
+                 f"{activation.formula} x {scale:.3f} (measured / formula at calibration)", where)
+    non_kv = cal["budget_gib"] * GIB - measured["kv_cache_gib"] * GIB
+    residual = int(non_kv - loaded - cal_act.bytes * scale)
+    return [weights, act, t.Term(
+        "residual (non-torch, allocator slack)", residual,
+        f"(reservation {cal['budget_gib']:g} - KV {measured['kv_cache_gib']:g} GiB) - weights - activation "
+        f"at batch {cal['max_num_batched_tokens']}", where)]
 
 
 def build_plan(
@@ -244,11 +303,16 @@ def build_plan(
     layout = _layout(shape, ctx)
     world = layout.tp * layout.pp
     ranks_per_node = ceil(world / max(1, len(ctx.node_names)))
-    weights_rank = ceil(weight_bytes / world)
-    overhead = ctx.overhead_bytes if ctx.overhead_bytes is not None else int(DEFAULT_OVERHEAD_GIB[ctx.platform] * GIB)
+    runtime = _runtime_terms(shape, weight_bytes, layout, ctx)
+    weights_rank, overhead = runtime[0].bytes, sum(term.bytes for term in runtime[1:])
     budget, kv_budget, source = _budget(ctx, weights_rank, overhead)
     footprint = budget if budget is not None else weights_rank + kv_budget + overhead
-    node_footprint = ranks_per_node * footprint if ctx.gpu_total_bytes is None else 0
+    node_terms: list[t.Term] = []
+    if ctx.unified:
+        activation = next((term.bytes for term in runtime if term.name == "activation peak"), 0)
+        node_terms = t.node_terms(ctx.uses_ray, ranks_per_node * activation)
+    beside = sum(term.bytes for term in node_terms[:-1])
+    node_footprint = ranks_per_node * footprint + beside if ctx.gpu_total_bytes is None else 0
     one = layout.one_sequence
     plan = MemoryPlan(
         model=model or shape.name,
@@ -260,6 +324,8 @@ def build_plan(
         ranks_per_node=ranks_per_node,
         max_model_len=layout.max_len,
         max_num_seqs=layout.seqs,
+        max_num_batched_tokens=layout.batch,
+        drafts_with_mtp=f.drafts_with_mtp_layers(ctx.argv),
         kv_cache_dtype=layout.kv_dtype,
         weight_bytes_total=weight_bytes,
         weight_bytes_per_rank=weights_rank,
@@ -280,8 +346,13 @@ def build_plan(
         node_total_source=ctx.node_total_source,
         headroom_bytes_per_node=ctx.node_total_bytes - node_footprint,
         capacity=_capacity(layout, kv_budget, ctx),
+        terms=runtime,
+        node_terms=node_terms,
+        prefill_peak_bytes_per_node=node_footprint + (node_terms[-1].bytes if node_terms else 0),
     )
     plan.notes += _notes(shape, layout)
+    if ctx.platform == "gpu" and ctx.overhead_bytes is None and ctx.profile is None and t.NON_TORCH_BYTES is None:
+        plan.notes.append("non-torch memory (CUDA context, cuBLAS) not yet measured: counted as 0")
     plan.findings = judge(plan, ctx)
     return plan
 
@@ -305,91 +376,3 @@ def _budget(ctx: PlanContext, weights_rank: int, overhead: int) -> tuple[int | N
         budget = int(util * device)
         source = f"--gpu-memory-utilization {util:g} x {gib(device)}"
     return budget, budget - weights_rank - overhead, source
-
-
-def judge(plan: MemoryPlan, ctx: PlanContext) -> list[Finding]:
-    where = f"recipe {ctx.recipe}" if ctx.recipe else "the recipe"
-    out: list[Finding] = []
-    if plan.budget_bytes is not None and plan.weight_bytes_per_rank + plan.overhead_bytes > plan.budget_bytes:
-        out.append(
-            Finding(
-                "fail",
-                f"{where}: weights {gib(plan.weight_bytes_per_rank)} + runtime "
-                f"{gib(plan.overhead_bytes)} per rank exceed the budget "
-                f"{gib(plan.budget_bytes)} ({plan.budget_source})",
-                "raise the memory budget, quantize the weights, or add tensor-parallel ranks",
-            )
-        )
-    if plan.kv_budget_bytes < plan.kv_need_one_bytes:
-        out.append(
-            Finding(
-                "fail",
-                f"{where}: KV budget {gib(plan.kv_budget_bytes)} per rank cannot hold one "
-                f"sequence of {plan.max_model_len} tokens ({gib(plan.kv_need_one_bytes)})",
-                "lower --max-model-len, use --kv-cache-dtype fp8, or raise the budget",
-            )
-        )
-    elif plan.capacity.max_concurrency < 1:
-        out.append(
-            Finding(
-                "warn",
-                f"{where}: raw bytes fit, but vLLM's paged allocator holds "
-                f"{plan.capacity.max_concurrency:.2f} sequences of {plan.max_model_len}",
-                "raise the KV budget a little: Mamba page padding and block rounding eat it",
-            )
-        )
-    elif plan.kv_budget_bytes < plan.kv_need_bytes:
-        out.append(
-            Finding(
-                "warn",
-                f"{where}: KV budget {gib(plan.kv_budget_bytes)} holds "
-                f"{plan.capacity.max_concurrency:.2f} full-length sequences, "
-                f"fewer than --max-num-seqs {plan.max_num_seqs}; the rest will queue",
-                "fine for mixed lengths; raise the budget if every sequence can be long",
-            )
-        )
-    out += _node_findings(plan, ctx, where)
-    return out or [Finding("ok", f"{where}: fits with {gib(plan.headroom_bytes_per_node)} headroom per node")]
-
-
-def _node_findings(plan: MemoryPlan, ctx: PlanContext, where: str) -> list[Finding]:
-    out = []
-    nodes = ", ".join(ctx.node_names)
-    if ctx.gpu_total_bytes is not None and plan.footprint_bytes_per_rank > ctx.gpu_total_bytes:
-        out.append(
-            Finding(
-                "fail",
-                f"{where}: {gib(plan.footprint_bytes_per_rank)} per GPU exceeds the GPU's "
-                f"{gib(ctx.gpu_total_bytes)}",
-                "lower the budget or add GPUs",
-            )
-        )
-    headroom = plan.headroom_bytes_per_node
-    if headroom < 0:
-        out.append(
-            Finding(
-                "fail",
-                f"{where}: node(s) {nodes} need {gib(plan.footprint_bytes_per_node)}, "
-                f"more than their {gib(plan.node_total_bytes)} ({plan.node_total_source})",
-                "lower the memory budget or spread the model over more nodes",
-            )
-        )
-    if ctx.floor_bytes is not None and ctx.floor_bytes >= plan.node_total_bytes:
-        out.append(
-            Finding(  # a warning: the headroom scenario measures it and fails, naming the minimum seen
-                "warn",
-                f"{where}: expect.memory.floor_gib {gib(ctx.floor_bytes)} is not below the "
-                f"node's total {gib(plan.node_total_bytes)}; the floor can never hold",
-                "set expect.memory.floor_gib below the node's memory",
-            )
-        )
-    elif ctx.margin_bytes is not None and 0 <= headroom < ctx.margin_bytes:
-        out.append(
-            Finding(
-                "warn",
-                f"{where}: leaves {gib(headroom)} per node on {nodes}, under the margin "
-                f"{gib(ctx.margin_bytes)} (OS, driver, transient spikes)",
-                "lower the budget until expect.memory.margin_gib is left",
-            )
-        )
-    return out

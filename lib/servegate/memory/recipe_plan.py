@@ -104,7 +104,15 @@ def node_total(rendered: Rendered, hosts: dict[str, NodeHost] | None, memory: Ex
     return totals[smallest], f"MemTotal of {smallest}"
 
 
-def plan_for(rendered: Rendered, hosts: dict[str, NodeHost] | None = None) -> MemoryPlan:
+def _image_vllm(recipe) -> str | None:
+    """The vLLM version the recipe's expect.image pins, if any."""
+    image = recipe.expect.get("image")
+    return image.get("vllm") if image is not None else None
+
+
+def plan_for(
+    rendered: Rendered, hosts: dict[str, NodeHost] | None = None, profile: dict | None = None
+) -> MemoryPlan:
     memory = memory_expect(rendered.recipe)
     head = rendered.cluster.head
     host = hosts.get(head.name) if hosts else None
@@ -127,5 +135,7 @@ def plan_for(rendered: Rendered, hosts: dict[str, NodeHost] | None = None) -> Me
         margin_bytes=in_bytes("margin_gib"),
         floor_bytes=in_bytes("floor_gib"),
         recipe=rendered.recipe.name,
+        vllm_version=memory.get("vllm") or _image_vllm(rendered.recipe),
+        profile=profile,
     )
     return build_plan(shape, weights, weight_source, ctx, model=rendered.model_arg)

@@ -63,6 +63,15 @@ class ModelShape:
     conv_kernel: int = 4
     mamba_ssm_cache_dtype: str | None = None  # the config's own default for --mamba-ssm-cache-dtype auto
     mtp_layer_kinds: list[str] = field(default_factory=list)  # NemotronH MTP block(s), drafting with method mtp
+    # MLP / MoE widths (what the activation peak depends on); 0 where the config has none
+    intermediate_size: int = 0  # dense MLP ('-') width
+    hidden_act: str = "silu"  # silu/swiglu layers are gated (w1 is 2 x intermediate); relu2 is not
+    experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
+    moe_latent_size: int = 0  # LatentMoE: routed experts work in this width instead of hidden_size
+    shared_expert_intermediate_size: int = 0
+    mamba_chunk_size: int = 256
     params_total: float | None = None
     params_active: float | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -143,6 +152,14 @@ def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") 
         conv_kernel=int(config.get("conv_kernel") or 4),
         mamba_ssm_cache_dtype=config.get("mamba_ssm_cache_dtype"),
         mtp_layer_kinds=mtp_layer_kinds(config),
+        intermediate_size=int(config.get("intermediate_size") or 0),
+        hidden_act=str(config.get("mlp_hidden_act") or config.get("hidden_act") or "silu"),
+        experts=int(config.get("n_routed_experts") or config.get("num_experts") or 0),
+        experts_per_token=int(config.get("num_experts_per_tok") or 0),
+        moe_intermediate_size=int(config.get("moe_intermediate_size") or 0),
+        moe_latent_size=int(config.get("moe_latent_size") or 0),
+        shared_expert_intermediate_size=int(config.get("moe_shared_expert_intermediate_size") or 0),
+        mamba_chunk_size=int(config.get("chunk_size") or 256),
         source=source,
     )
 

@@ -1,0 +1,105 @@
+"""The planner against the seeds' own outcomes (lib/servegate/memory/seed_cases.yaml), and the profile path.
+
+The terms come from vLLM's source, the H200/Ray measurement scripts and seed 002's DGX Spark figures
+(memory/terms.py names each); none is fitted to these rows.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from servegate.errors import RecipeError
+from servegate.memory import seeds
+from servegate.memory.allocator import vllm_capacity
+from servegate.memory.profile import load_profile, parse_log, profile_from_run
+from servegate.memory.terms import reports_groups
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = yaml.safe_load(seeds.CASES.read_text())
+NANO_PROFILE = ROOT / "recipes/models/profiles/nano-seed002-util0.20.json"
+
+
+def case_ids(model):
+    return [c["name"] for c in CASES[model]["cases"]]
+
+
+@pytest.mark.parametrize("case", CASES["ultra"]["cases"], ids=case_ids("ultra"))
+def test_ultra_attempts_fail_where_seed_000_failed(case):
+    row = seeds.judge_case("ultra", CASES["ultra"]["recipe"], case)
+    assert row.predicted == case["outcome"], "\n".join(row.plan.lines())
+
+
+@pytest.mark.parametrize("case", CASES["nano"]["cases"], ids=case_ids("nano"))
+def test_nano_start_or_not_from_terms_alone(case):
+    row = seeds.judge_case("nano", CASES["nano"]["recipe"], case)
+    assert row.predicted == case["outcome"], "\n".join(row.plan.lines())
+
+
+@pytest.mark.parametrize("case", CASES["nano"]["cases"], ids=case_ids("nano"))
+def test_nano_calibrated_at_one_utilisation_predicts_the_others(case):
+    """Calibrated at util 0.20 (seed 002's 4.2 GB KV), the other rows within 10 % of vLLM's KV tokens."""
+    row = seeds.judge_case("nano", CASES["nano"]["recipe"], case, load_profile(NANO_PROFILE))
+    assert row.agrees, row.detail + "\n" + "\n".join(row.plan.lines())
+
+
+def test_super_memavailable_within_3_gib():
+    case = CASES["super"]["cases"][0]
+    row = seeds.judge_case("super", CASES["super"]["recipe"], case)
+    assert row.agrees, row.detail + "\n" + "\n".join(row.plan.lines())
+
+
+def test_vllm_018_reports_kv_tokens_per_group():
+    """Seed 002's 292K tokens for 4.2 GiB are vLLM 0.18's num_blocks // groups x block_size, exactly."""
+    kwargs = dict(kv_budget_bytes=int(4.2 * 2**30), max_model_len=8192, attention_layers=6, mamba_layers=23,
+                  attn_bytes_per_token_layer=512, mamba_bytes_per_layer=2_134_016, block_size=16,
+                  prefix_caching=False)
+    assert vllm_capacity(**kwargs, report_groups=True).tokens == 292_320
+    assert vllm_capacity(**kwargs).tokens != 292_320
+    assert reports_groups("0.18.1") and reports_groups("0.20.0")
+    assert not reports_groups("0.21.0") and not reports_groups("0.32.0") and not reports_groups(None)
+
+
+def test_parse_log_reads_both_profiler_formats():
+    new = ("INFO Model loading took 17.9 GiB memory and 40.1 seconds\n"
+           "DEBUG ... Actual usage is 17.9 GiB for weight, 0.61 GiB for peak activation, 0.48 GiB for "
+           "non-torch memory, and 0.0 GiB for CUDAGraph memory.\nINFO Available KV cache memory: 4.2 GiB\n")
+    old = ("Memory profiling takes 3.1 seconds. Total non-KV cache memory: 19.0GiB; torch peak memory increase: "
+           "0.55GiB; non-torch forward increase memory: 0.40GiB; weights memory: 18.0GiB.\n"
+           "Available KV cache memory: 5.0 GiB\n")
+    assert parse_log(new) == {"weights_gib": 17.9, "peak_activation_gib": 0.61, "non_torch_gib": 0.48,
+                              "kv_cache_gib": 4.2}
+    assert parse_log(old) == {"peak_activation_gib": 0.55, "non_torch_gib": 0.40, "kv_cache_gib": 5.0}
+
+
+def test_profile_from_a_run_reproduces_its_own_kv_and_moves_with_the_budget(tmp_path):
+    """A run's profile predicts that run's KV exactly, and 1 GiB more reservation gives 1 GiB more KV."""
+    plan = seeds.plan_case(CASES["nano"]["recipe"], {"set": {"gpu_memory_utilization": 0.2}})
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "spark-serve.log").write_text(
+        "Model loading took 18.1 GiB memory and 40 seconds\n"
+        "Actual usage is 18.1 GiB for weight, 0.70 GiB for peak activation, 0.50 GiB for non-torch memory\n"
+        "Available KV cache memory: 4.2 GiB\n")
+    (tmp_path / "run.json").write_text(json.dumps({
+        "schema_version": 2, "recipe": {"name": "Nemotron-3-Nano-NVFP4-lean"}, "memory": {"plan": plan.as_dict()}}))
+    profile = profile_from_run(tmp_path)
+    assert profile["measured"]["weights_gib"] == 18.1
+    same = seeds.plan_case(CASES["nano"]["recipe"], {"set": {"gpu_memory_utilization": 0.2}}, profile)
+    assert abs(same.kv_budget_bytes - 4.2 * 2**30) < 2**20
+    bigger = seeds.plan_case(CASES["nano"]["recipe"], {"set": {"gpu_memory_utilization": 0.2 + 1 / 121.7}}, profile)
+    assert abs(bigger.kv_budget_bytes - same.kv_budget_bytes - 2**30) < 2**21
+
+
+@pytest.mark.parametrize("text, named", [
+    ("{not json", "cannot read it as JSON"),
+    ('{"calibration": {}, "measured": {}}', "missing"),
+    ('{"calibration": {"budget_gib": "x", "max_num_batched_tokens": 1, "max_num_seqs": 1, '
+     '"drafts_with_mtp": false, "ranks": 1}, "measured": {"kv_cache_gib": 1}}', "calibration.budget_gib"),
+])
+def test_bad_profile_is_a_located_error(tmp_path, text, named):
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as err:
+        load_profile(path)
+    assert named in str(err.value) and "p.json" in str(err.value)
