@@ -15,7 +15,6 @@ Prints JSON, all sizes in bytes:
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 

@@ -214,7 +214,8 @@ def _layout(shape: ModelShape, ctx: PlanContext) -> _Layout:
         shape, tp, f.dtype_bytes(conv_dtype, model_dtype), f.dtype_bytes(ssm_dtype, model_dtype), num_spec
     )
     return _Layout(
-        tp=tp, pp=pp, max_len=max_len, seqs=seqs, batch=batch, kv_dtype=f"{kv_dtype} ({f.dtype_bytes(kv_dtype, model_dtype)} B)",
+        tp=tp, pp=pp, max_len=max_len, seqs=seqs, batch=batch,
+        kv_dtype=f"{kv_dtype} ({f.dtype_bytes(kv_dtype, model_dtype)} B)",
         num_spec=num_spec, attn_layers=ceil(shape.attention_layers / pp) + draft_attention,
         draft_attention=draft_attention, mamba_layers=ceil(shape.mamba_layers / pp),
         per_token_layer=per_token_layer, mamba_layer=mamba_layer,

@@ -74,7 +74,8 @@ def _layer_params(shape: ModelShape, kind: str) -> float:
     if kind == "mamba":
         inner = shape.mamba_num_heads * shape.mamba_head_dim
         groups = shape.n_groups * shape.ssm_state_size
-        return h * (2 * inner + 2 * groups + shape.mamba_num_heads) + inner * h + (inner + 2 * groups) * shape.conv_kernel
+        conv = (inner + 2 * groups) * shape.conv_kernel
+        return h * (2 * inner + 2 * groups + shape.mamba_num_heads) + inner * h + conv
     mats = 3 if gated(shape) else 2
     if kind == "mlp":
         return h * shape.intermediate_size * mats
