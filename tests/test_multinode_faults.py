@@ -193,3 +193,20 @@ def test_crashed_run_is_reaped_by_label(sim, leaves_nothing, tmp_path):
     removed = sorted(line.split(" container ")[1].split()[0] for line in report if " container " in line)
     assert removed == names, report
     assert all(line.endswith(("removed", "killed")) for line in report), report
+
+
+def test_worker_dies_mid_run_teardown_names_it_and_clean_reaps_it_when_back(sim, leaves_nothing, tmp_path):
+    """A node that dies with Ray up: teardown finishes the head and names the dead node; when the node comes
+    back, `servegate clean` finds this run's containers there by label and removes them (census unchanged)."""
+    worker = next(n for n in sim.nodes if n.name == WORKER)
+    stack = new_stack(tmp_path)
+    try:
+        stack.ray()
+        stop_node(worker)
+    finally:
+        survivors = stack.close()
+    assert survivors and all(WORKER in line for line in survivors), survivors
+    sim_up(sim)
+    report = [line for line in reap(stack.cluster) if stack.run_id in line]
+    assert report and all(WORKER in line for line in report), report
+    assert all(line.endswith(("removed", "killed")) for line in report), report
