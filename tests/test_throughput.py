@@ -428,3 +428,20 @@ def test_fidelity_pools_every_request_of_the_kept_turns_from_the_tools_own_files
     write_saved_turn(tmp_path, 4, "aiperf", 2, 100.0, 10.0, [10, 10, 10])
     write_saved_turn(tmp_path, 4, "vllm-bench", 2, 100.0, 10.0, [12, 12, 12])
     assert report_run(tmp_path, warmup=1, within=3.0) == 1  # TTFT 10 ms against 12 ms at concurrency 4
+
+
+def test_a_server_that_died_mid_level_is_named_with_how_it_died(tmp_path):
+    """The runner asks the deployment what died (death_reports) and puts it beside the tool's log and into the
+    level's note, after the 'server stopped answering' that the gate keys on."""
+    from servegate.throughput import runner
+    from servegate.throughput.proc import Watched
+    from servegate.throughput.schema import LevelResult
+
+    report = "serve on node gpu0 (pid 4242) died: killed by SIGKILL (exit 137)\n--- serve log tail ---\nOOM"
+    level = LevelResult(workload="long", tool="aiperf", concurrency=2, completed=3, errors=1)
+    runner._record_death(level, report, tmp_path)
+    runner._judge(level, Watched(pid=1, rc=-9, outcome="server down", seconds=12.0, server_down_after_s=11.0),
+                  workload(name="long", requests=8), tmp_path)
+    assert level.status == "failed" and level.note.startswith("server stopped answering 11 s"), level.note
+    assert "gpu0 (pid 4242) died: killed by SIGKILL (exit 137)" in level.note, level.note
+    assert (tmp_path / runner.DEATH_LOG).read_text().endswith("OOM\n")

@@ -60,6 +60,10 @@ class OpenAIClient:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def death_reports(self, lines: int = LOG_TAIL_LINES) -> str:
+        """Every dead process's death report ('' while all run)."""
+        return "\n".join(self.death_report(x, lines) for x in self.dead())
+
     def explain_failure(self) -> None:
         """Raise a ServegateError that says why the server stopped answering, when that can be told
         (Deployment: which node's process died, its exit signal and log tail); else return."""
@@ -260,6 +264,10 @@ class Deployment(Managed, OpenAIClient):
         else:
             how = "ended; no exit status recorded (its whole process group was killed)"
         return f"{launched.where} died: {how}\n--- {launched.where} log tail ---\n{tail}"
+
+    def death_reports(self, lines: int = LOG_TAIL_LINES) -> str:
+        """Every dead process's death report ('' while all run)."""
+        return "\n".join(self.death_report(x, lines) for x in self.dead())
 
     def explain_failure(self) -> None:
         gone = self.dead()

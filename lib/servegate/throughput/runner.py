@@ -85,8 +85,22 @@ def run_level(workload: Workload, concurrency: int, target: Target, out_root: Pa
     level.validity = validity.for_level(level_dir, workload).to_dict()
     if watched.outcome == "exited" and (level.errors or 0) > 0 and _gone(target.alive):
         watched.outcome, watched.server_down_after_s = "server down", watched.seconds  # died near the end
+    if watched.outcome == "server down" and target.why_down is not None:
+        _record_death(level, target.why_down(), level_dir)
     _judge(level, watched, workload, level_dir)
     return level
+
+
+def _record_death(level: LevelResult, report: str, level_dir: Path) -> None:
+    """The dead processes' reports go beside the tool's log; their 'X died: how' lines into the note."""
+    if not report:
+        return
+    (level_dir / DEATH_LOG).write_text(report + "\n")
+    died = [line for line in report.splitlines() if " died: " in line or " is gone with its node" in line]
+    level.note = f"{'; '.join(died)} (log tail in {DEATH_LOG}). {level.note}".strip()
+
+
+DEATH_LOG = "server-death.log"
 
 
 def _gone(alive, probes: int = 2, pause_s: float = 2.0) -> bool:

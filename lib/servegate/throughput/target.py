@@ -18,6 +18,7 @@ class Target:
     alive: Callable[[], bool]
     api_key: str | None = None
     vllm_python: str | None = None  # interpreter with vLLM, for tool: vllm-bench
+    why_down: Callable[[], str] | None = None  # what died, how (signal/exit) and its log tail, once down
 
 
 def target_for(client, tokenizer: str | None = None, vllm_python: str | None = None) -> Target:
@@ -32,6 +33,7 @@ def target_for(client, tokenizer: str | None = None, vllm_python: str | None = N
         alive,
         api_key,
         vllm_python or os.environ.get("SERVEGATE_VLLM_BENCH_PYTHON"),
+        getattr(client, "death_reports", None),
     )
 
 
