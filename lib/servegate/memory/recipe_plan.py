@@ -110,6 +110,21 @@ def _image_vllm(recipe) -> str | None:
     return image.get("vllm") if image is not None else None
 
 
+def gpu_total(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> int | None:
+    """A discrete GPU's memory as nvidia-smi reports it on the head (None on unified memory, where it says
+    [N/A], or when no GPU is declared or reachable)."""
+    head = rendered.cluster.head
+    host = hosts.get(head.name) if hosts else None
+    if host is None or not head.gpus:
+        return None
+    try:
+        out = host.run("nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null").stdout
+    except NodeError:
+        return None
+    first = out.strip().splitlines()[0].strip() if out.strip() else ""
+    return int(float(first) * 2**20) if first.replace(".", "", 1).isdigit() else None
+
+
 def plan_for(
     rendered: Rendered, hosts: dict[str, NodeHost] | None = None, profile: dict | None = None
 ) -> MemoryPlan:
@@ -130,7 +145,7 @@ def plan_for(
         node_names=[n.name for n in rendered.cluster.nodes],
         node_total_bytes=total,
         node_total_source=total_source,
-        gpu_total_bytes=in_bytes("gpu_total_gib"),
+        gpu_total_bytes=in_bytes("gpu_total_gib") or gpu_total(rendered, hosts),
         overhead_bytes=in_bytes("overhead_gib"),
         margin_bytes=in_bytes("margin_gib"),
         floor_bytes=in_bytes("floor_gib"),
