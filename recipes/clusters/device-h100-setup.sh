@@ -25,7 +25,7 @@ cat > "$site/bin/python3" <<WRAPPER
 PYTHONPATH=$site\${PYTHONPATH:+:\$PYTHONPATH} exec $base "\$@"
 WRAPPER
 chmod +x "$site/bin/python3"
-"$site/bin/python3" -c 'import vllm, ray; print("servegate device env:", "vllm", vllm.__version__, "ray", ray.__version__)'
+"$site/bin/python3" -c 'import importlib.util, vllm; ray = importlib.util.find_spec("ray") and __import__("ray"); print("servegate device env:", "vllm", vllm.__version__, "ray", ray.__version__ if ray else "absent")'
 
 if [ -n "${AIPERF_WHEELS:-}" ]; then
   aiperf_site=${AIPERF_SITE:-/tmp/aiperf-site}
