@@ -97,7 +97,7 @@ def write_shard(path: Path, tensors: list[Tensor], pool: Pool) -> None:
 
 def config_json(spec: StandinSpec, eos: int, pad: int) -> dict:
     config = {**CONFIG_DEFAULTS, **spec.config}
-    kinds = {"M": "mamba", "*": "attention", "E": "moe", "-": "mlp"}
+    kinds = {"M": "linear_attention", "*": "full_attention", "E": "moe", "-": "mlp"}  # transformers 5 names
     config.update(architectures=["NemotronHForCausalLM"], model_type="nemotron_h", torch_dtype="bfloat16",
                   layers_block_type=[kinds[c] for c in spec.pattern], eos_token_id=eos, pad_token_id=pad,
                   bos_token_id=None)
