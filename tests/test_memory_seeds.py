@@ -103,3 +103,33 @@ def test_bad_profile_is_a_located_error(tmp_path, text, named):
     with pytest.raises(RecipeError) as err:
         load_profile(path)
     assert named in str(err.value) and "p.json" in str(err.value)
+
+
+H200_RUN = ROOT / "results/gpu/20261205-h200-memory-planner.json"
+
+
+def test_h200_runs_replayed_start_or_not_and_calibrated_kv_within_5_percent():
+    """The recorded H200 runs (vLLM 0.25, real-width Nano stand-in) against this checkout's planner:
+    start/no-start from terms alone, and every starting case within 5 % of vLLM's KV once calibrated."""
+    from servegate.memory.gpu_runs import replay
+
+    rows = replay(H200_RUN, str(ROOT / "recipes/models/nemotron-3-nano-standin.yaml"), int(139.8 * 2**30),
+                  str(ROOT / "recipes/gpu-nano-standin.yaml"))
+    assert len(rows) == 6
+    for row in rows:
+        started = row["vllm"] == "ready"
+        assert (row["terms"]["verdict"] != "fail") == started, row
+        if started and row["calibrated"]:
+            logged = row["logged"]
+            assert abs(row["calibrated"]["kv_gib"] / logged["kv_cache_gib"] - 1) < 0.05, row
+            assert abs(row["calibrated"]["kv_tokens"] / logged["kv_tokens"] - 1) < 0.05, row
+        if started:
+            assert abs(row["gpu_used_plan_gib"] / row["gpu_used_gib"] - 1) < 0.05, row
+
+
+def test_prefix_caching_default_follows_the_vllm_version_for_hybrid_models():
+    from servegate.memory.terms import prefix_caching_default
+
+    assert not prefix_caching_default(True, "0.25.0") and not prefix_caching_default(True, "0.18.1")
+    assert prefix_caching_default(True, "0.26.0") and prefix_caching_default(True, None)
+    assert prefix_caching_default(False, "0.18.1")

@@ -92,9 +92,10 @@ def drafts_with_mtp_layers(argv: list[str]) -> bool:
     return speculative_tokens(argv) > 0 and (method == "mtp" or method.endswith("_mtp"))
 
 
-def prefix_caching(argv: list[str]) -> bool:
-    """vLLM enables prefix caching by default; the last of --enable-/--no-enable-prefix-caching wins."""
-    state = True
+def prefix_caching(argv: list[str], default: bool = True) -> bool:
+    """The last of --enable-/--no-enable-prefix-caching wins; without either, vLLM's default (see
+    terms.prefix_caching_default: off for hybrid models up to 0.25)."""
+    state = default
     for token in argv:
         if token == "--no-enable-prefix-caching":
             state = False

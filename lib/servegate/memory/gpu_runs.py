@@ -29,6 +29,7 @@ from servegate.memory.plan import GIB
 from servegate.memory.profile import parse_log
 from servegate.memory.recipe_plan import plan_for
 from servegate.memory.seeds import edit_argv
+from servegate.memory.terms import CUDA_CONTEXT_BYTES
 from servegate.memory.vllm_log import parse_kv_log
 from servegate.nodes.host import NodeHost
 from servegate.render.command import render
@@ -109,13 +110,88 @@ def profile_from(row: dict, recipe, cluster, base_set: dict, hosts) -> dict | No
                                                 "non_torch_gib")}}
 
 
+def replay(recorded: Path, spec_path: str, gpu_total_bytes: int, recipe_path: str) -> list[dict]:
+    """The planner of this checkout against a recorded run, offline: the stand-in's config from its spec,
+    its bf16 weight bytes from the tensor plan, the GPU's CUDA-visible total as vLLM logged it."""
+    from servegate.memory.plan import PlanContext, build_plan
+    from servegate.memory.shapes import shape_from_config
+    from servegate.models.standin import count_params, load_standin
+    from servegate.models.standin_write import config_json
+
+    spec = load_standin(spec_path)
+    shape = shape_from_config(config_json(spec, 0, 0), name=spec.name, source=spec_path)
+    recipe = load_recipe(recipe_path)
+    cluster = load_cluster(default_cluster_path(recipe))
+    rows, profile = json.loads(Path(recorded).read_text()), None
+    out = []
+    for row in rows:
+        rendered = render(recipe, cluster, row["set"])
+        serve = next(launch for launch in rendered.launches if launch.role == "serve")
+
+        def plan(with_profile, rendered=rendered, serve=serve):
+            ctx = PlanContext(argv=rendered.serve_argv, env=dict(serve.env), platform="gpu", node_names=["gpu0"],
+                              node_total_bytes=128 * GIB, node_total_source="the lent machine's 128 GiB",
+                              gpu_total_bytes=gpu_total_bytes, vllm_version=recipe.expect.memory.get("vllm"),
+                              profile=with_profile)
+            return build_plan(shape, 2 * count_params(spec), "bf16 stand-in", ctx, model=spec.name)
+
+        terms, calibrated = plan(None), plan(profile) if profile else None
+        logged = row["logged"]
+        out.append({"case": row["case"], "vllm": row["outcome"], "logged": logged,
+                    "gpu_used_gib": row["gpu_used_mib"] / 1024 if row.get("gpu_used_mib") else None,
+                    "gpu_used_plan_gib": (terms.budget_bytes + CUDA_CONTEXT_BYTES) / GIB,
+                    "terms": {"verdict": terms.verdict, "kv_gib": terms.kv_budget_bytes / GIB,
+                              "kv_tokens": terms.capacity.tokens,
+                              "activation_gib": sum(t.bytes for t in terms.terms if t.name == "activation peak") / GIB},
+                    "calibrated": calibrated and {"verdict": calibrated.verdict,
+                                                  "kv_gib": calibrated.kv_budget_bytes / GIB,
+                                                  "kv_tokens": calibrated.capacity.tokens}})
+        if profile is None and "kv_cache_gib" in logged:
+            profile = {"path": f"case {row['case']}", "calibration": {
+                "budget_gib": terms.budget_bytes / GIB, "max_num_batched_tokens": terms.max_num_batched_tokens,
+                "max_num_seqs": terms.max_num_seqs, "drafts_with_mtp": False, "ranks": 1},
+                "measured": {k: logged.get(k) for k in ("kv_cache_gib", "weights_gib", "peak_activation_gib",
+                                                        "non_torch_gib")}}
+    return out
+
+
+def print_replay(rows: list[dict]) -> None:
+    def pct(a, b):
+        return f"{100 * (a - b) / b:+.1f}%" if b else "-"
+
+    print(f"{'case':9} {'vLLM':9} {'KV GiB vLLM':>11} {'terms':>13} {'calibrated':>13} "
+          f"{'tokens vLLM':>12} {'terms':>18} {'calibrated':>18}")
+    for r in rows:
+        lg, tm, cb = r["logged"], r["terms"], r["calibrated"] or {}
+        kv, tok = lg.get("kv_cache_gib"), lg.get("kv_tokens")
+        start = "starts" if r["vllm"] == "ready" else "no-start"
+        plan_start = "starts" if tm["verdict"] != "fail" else "no-start"
+        print(f"{r['case']:9} {start:9} {kv if kv is not None else '-':>11} "
+              f"{tm['kv_gib']:6.2f} {pct(tm['kv_gib'], kv) if kv else plan_start:>6} "
+              f"{cb.get('kv_gib', float('nan')):6.2f} {pct(cb['kv_gib'], kv) if kv and cb else '':>6} "
+              f"{int(tok) if tok else '-':>12} {tm['kv_tokens']:>10,} {pct(tm['kv_tokens'], tok) if tok else '':>7} "
+              f"{cb.get('kv_tokens', 0):>10,} {pct(cb['kv_tokens'], tok) if tok and cb else '':>7}"
+              f"  start: plan {plan_start}"
+              + (f"; GPU used {r['gpu_used_gib']:.2f} GiB, plan {r['gpu_used_plan_gib']:.2f} "
+                 f"({pct(r['gpu_used_plan_gib'], r['gpu_used_gib'])})" if r["gpu_used_gib"] else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="folder for the runs (required unless --replay)")
+    parser.add_argument("--replay", metavar="GPU_RUNS_JSON", help="replay a recorded run with this planner, offline")
+    parser.add_argument("--spec", default="recipes/models/nemotron-3-nano-standin.yaml", help="with --replay")
+    parser.add_argument("--gpu-total-gib", type=float, default=139.8, help="with --replay (vLLM's logged total)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--case", action="append", default=[], metavar="NAME:K=V,K=V")
     args = parser.parse_args(argv)
+    if args.replay:
+        rows = replay(Path(args.replay), args.spec, int(args.gpu_total_gib * GIB), args.recipe)
+        print_replay(rows)
+        return 0
+    if not args.out:
+        parser.error("--out is required")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(args.recipe)

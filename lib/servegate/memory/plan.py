@@ -233,7 +233,7 @@ def _capacity(layout: _Layout, kv_budget: int, ctx: PlanContext) -> Capacity:
         attn_bytes_per_token_layer=layout.per_token_layer,
         mamba_bytes_per_layer=layout.mamba_layer,
         block_size=block,
-        prefix_caching=f.prefix_caching(ctx.argv),
+        prefix_caching=f.prefix_caching(ctx.argv, t.prefix_caching_default(layout.mamba_layers > 0, ctx.vllm_version)),
         num_spec=layout.num_spec,
         report_groups=t.reports_groups(ctx.vllm_version),
     )

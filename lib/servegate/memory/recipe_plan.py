@@ -117,12 +117,19 @@ def gpu_total(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> int | No
     host = hosts.get(head.name) if hosts else None
     if host is None or not head.gpus:
         return None
-    try:
-        out = host.run("nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null").stdout
-    except NodeError:
-        return None
-    first = out.strip().splitlines()[0].strip() if out.strip() else ""
-    return int(float(first) * 2**20) if first.replace(".", "", 1).isdigit() else None
+    numbers: list[float] = []
+    for fields in ("memory.total,memory.reserved", "memory.total"):  # older drivers lack memory.reserved
+        try:
+            out = host.run(f"nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits 2>/dev/null").stdout
+        except NodeError:
+            return None
+        values = [v.strip() for v in (out.strip().splitlines() or [""])[0].split(",")]
+        numbers = [float(v) for v in values if v.replace(".", "", 1).isdigit()]
+        if numbers:
+            break
+    if not numbers:
+        return None  # [N/A]: unified memory
+    return int((numbers[0] - (numbers[1] if len(numbers) > 1 else 0)) * 2**20)
 
 
 def plan_for(

@@ -8,16 +8,19 @@ Inside the GPU reservation (vLLM 0.18-0.34 gpu_worker.determine_available_memory
   - activation:  the torch peak of profile_run, one dummy forward of max_num_batched_tokens tokens and
                  one dummy sampler run over max_num_seqs rows. Layers run one after another, so the peak is
                  the residual stream plus the largest single layer's workspace:
-                   MoE  M x topk x (max(N, K) + N_act) x 2 B   (fused_moe.py fused_experts_impl:
-                        cache13 + cache2; N = the expert's w1 rows on this rank, N_act = N/2 when gated,
-                        K = hidden or the LatentMoE latent width)
+                   MoE  M x topk x (max(N_act, K) + max(N, K)) x 2 B   (vLLM 0.25 experts/triton_moe.py
+                        workspace_shapes: workspace1 + workspace2; N = the expert's w1 rows on this rank,
+                        N_act = N/2 when gated, K = hidden or the LatentMoE latent width)
                    MLP  M x I_rank x (2 if gated else 1) x 2 B
                    Mamba-2  in_proj output M x (2 x inner + 2 x groups x state + heads)/tp x 2 B
                         + chunked-scan states ceil(M / chunk) x heads/tp x head_dim x state x 4 B
                    residual stream  3 x M x hidden x 2 B
                  and the sampler: max_num_seqs x vocab x 20 B (fp32 logits, probs and sorted values,
                  int64 sort indices for top-k/top-p: _dummy_sampler_run).
-  - non-torch:   CUDA context + cuBLAS workspace, measured on the GPU (memory/measure_cuda.py).
+  - non-torch:   what vLLM's profiler counts as non-torch growth (cuBLAS workspaces and the like; the CUDA
+                 context is already there when it starts counting): 0.22-0.23 GiB logged by vLLM 0.25 in
+                 all six H200 runs (results/gpu/20261205-h200-memory-planner.md); cuBLAS alone measured
+                 0.15 GiB (memory/measure_cuda.py).
 Beyond the reservation, on the node (unified-memory nodes only: there the reservation and the OS share
 one pool; on a discrete GPU these land in host RAM, which the plan does not budget):
   - os:          the OS and desktop of a DGX Spark before vLLM starts (seed 002 "Memory Comparison":
@@ -45,9 +48,12 @@ GATED = ("silu", "swiglu", "gelu_and_mul", "geglu", "swigluoai")
 SEED002_OS_GIB = (32.8 - 27.2 + 38.6 - 33.0) / 2  # seed 002 Memory Comparison, rows 1-2 (5.6 GB)
 SEED002_ENGINE_GIB = (27.2 - 24.3 + 39.5 - 36.5) / 2  # seed 002 Marlin rows at util 0.2 and 0.3 (2.95 GB)
 RAY_DAEMONS_BYTES = 367_923_200  # memory/measure_ray.py, Ray 2.60.0 head (raylet, GCS, agents), 2026-12-05
-# CUDA context + cuBLAS on an H200 (memory/measure_cuda.py); until that run lands, the CUDA programming
-# guide's order of magnitude is NOT used: the term stays 0 and the plan says so.
-NON_TORCH_BYTES: int | None = None
+# vLLM 0.25's "GiB for non-torch memory" on an H200, six launches of the Nano stand-in: 0.23, 0.22 x 5
+# (results/gpu/20261205-h200-memory-planner.json).
+NON_TORCH_BYTES: int | None = int(0.22 * GIB)
+# The CUDA context a process holds on the device before vLLM starts counting (outside the reservation):
+# memory/measure_cuda.py on an H200, torch 2.11.0+cu130, driver 580 (results/gpu/20261205-h200-memory-planner.md).
+CUDA_CONTEXT_BYTES = 552_402_944
 
 
 @dataclass
@@ -120,7 +126,7 @@ def _moe(shape: ModelShape, tokens: int, tp: int, expert_parallel: bool) -> int:
     n_rank = n if expert_parallel else ceil(n / tp)
     n_act = n_rank // 2 if gated(shape) else n_rank
     k = shape.moe_latent_size or shape.hidden_size
-    return tokens * shape.experts_per_token * (max(n_rank, k) + n_act) * 2
+    return tokens * shape.experts_per_token * (max(n_act, k) + max(n_rank, k)) * 2
 
 
 def _mlp(shape: ModelShape, tokens: int, tp: int) -> int:
@@ -160,9 +166,9 @@ def activation(shape: ModelShape, tokens: int, seqs: int, tp: int, expert_parall
 
 def non_torch() -> Term:
     if NON_TORCH_BYTES is None:
-        return Term("non-torch (CUDA context, cuBLAS)", 0, "not yet measured: counted as 0", "none")
-    return Term("non-torch (CUDA context, cuBLAS)", NON_TORCH_BYTES, "measured per process",
-                "memory/measure_cuda.py on an H200")
+        return Term("non-torch (cuBLAS workspaces)", 0, "not yet measured: counted as 0", "none")
+    return Term("non-torch (cuBLAS workspaces)", NON_TORCH_BYTES, "vLLM's logged non-torch memory per rank",
+                "results/gpu/20261205-h200-memory-planner.md (vLLM 0.25, H200)")
 
 
 def node_terms(ray: bool, transient: int) -> list[Term]:
@@ -181,13 +187,23 @@ def node_terms(ray: bool, transient: int) -> list[Term]:
     return out
 
 
+def _version(vllm_version: str | None) -> tuple[int, int] | None:
+    try:
+        major, minor = (int(p) for p in str(vllm_version).split(".")[:2])
+    except ValueError:
+        return None
+    return major, minor
+
+
+def prefix_caching_default(hybrid: bool, vllm_version: str | None) -> bool:
+    """vLLM 0.18.1-0.25.0 turn prefix caching off by default for hybrid models ("Hybrid models do not
+    support prefix caching since the feature is still experimental", config/model.py); 0.26.0 on, on."""
+    version = _version(vllm_version) if vllm_version else None
+    return not (hybrid and version is not None and version < (0, 26))
+
+
 def reports_groups(vllm_version: str | None) -> bool:
     """vLLM before 0.21 logs 'KV cache size' as num_blocks // groups x block_size (kv_cache_utils.py
     _report_kv_cache_config, 0.18.1-0.20.0); from 0.21 on as max_concurrency x max_model_len."""
-    if not vllm_version:
-        return False
-    try:
-        major, minor = (int(p) for p in vllm_version.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) < (0, 21)
+    version = _version(vllm_version) if vllm_version else None
+    return version is not None and version < (0, 21)
