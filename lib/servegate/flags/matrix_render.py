@@ -69,6 +69,12 @@ def render(matrix: Matrix) -> str:
     lines += ["", "columns:"]
     for column in matrix.columns:
         lines.append(f"- {column.label}: {column.problem or column.note}")
+    if matrix.mods:
+        lines += ["", "mods per version (the mod's `vllm:` range, then `git apply --check` and `--reverse --check` "
+                  "against that version's stock source):", "",
+                  "| mod | " + " | ".join(c.label for c in matrix.columns) + " |",
+                  "|" + "---|" * (len(matrix.columns) + 1)]
+        lines += [f"| {name} | " + " | ".join(cell_text(v) for v in verdicts) + " |" for name, verdicts in matrix.mods]
     details = render_details(matrix)
     if details:
         lines += ["", "error findings (those marked 'applies' pass once the mod is applied):", *details]
