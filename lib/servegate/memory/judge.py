@@ -6,12 +6,8 @@ margin is thin), ok.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from servegate.memory.plan_types import MemoryPlan, PlanContext
 from servegate.memory.units import Finding, gib
-
-if TYPE_CHECKING:
-    from servegate.memory.plan import MemoryPlan, PlanContext
 
 
 def judge(plan: MemoryPlan, ctx: PlanContext) -> list[Finding]:
