@@ -103,7 +103,9 @@ def _node_findings(plan: MemoryPlan, ctx: PlanContext, where: str) -> list[Findi
             Finding(
                 "warn",
                 f"{where}: leaves {gib(headroom)} per node on {nodes}, under the margin "
-                f"{gib(ctx.margin_bytes)} (OS, driver, transient spikes)",
+                f"{gib(ctx.margin_bytes)}"
+                + (" (after the OS, vLLM's processes and Ray counted above)" if plan.node_terms
+                   else " (OS, driver, transient spikes)"),
                 "lower the budget until expect.memory.margin_gib is left",
             )
         )
