@@ -12,8 +12,8 @@ Inside the GPU reservation (vLLM 0.18-0.34 gpu_worker.determine_available_memory
                         workspace_shapes: workspace1 + workspace2; N = the expert's w1 rows on this rank,
                         N_act = N/2 when gated, K = hidden or the LatentMoE latent width)
                    MLP  M x I_rank x (2 if gated else 1) x 2 B
-                   Mamba-2  in_proj output M x (2 x inner + 2 x groups x state + heads)/tp x 2 B
-                        + chunked-scan states ceil(M / chunk) x heads/tp x head_dim x state x 4 B
+                   Mamba-2  in_proj, conv, SSM and norm outputs (M x widths x 2 B) + chunk states in fp32
+                        and their state-passing copy + CB in fp32 (mamba_mixer2.py, ops/ssd_combined.py)
                    residual stream  3 x M x hidden x 2 B
                  and the sampler: max_num_seqs x vocab x 20 B (fp32 logits, probs and sorted values,
                  int64 sort indices for top-k/top-p: _dummy_sampler_run).
@@ -133,14 +133,21 @@ def _mlp(shape: ModelShape, tokens: int, tp: int) -> int:
     return tokens * ceil(shape.intermediate_size / tp) * (2 if gated(shape) else 1) * 2
 
 
-def _mamba(shape: ModelShape, tokens: int, tp: int) -> int:
+def _mamba(shape: ModelShape, tokens: int, tp: int, state_bytes: int = 4) -> int:
+    """A Mamba-2 layer's prefill workspaces, alive together around the chunk scan (vLLM 0.25
+    mamba_mixer2.forward and ops/ssd_combined._mamba_chunk_scan_combined_fwd): in_proj output, conv
+    output, the preallocated SSM output, chunk states in fp32 and the state-passing output, CB in fp32,
+    and the gated norm's output."""
     if not shape.mamba_layers:
         return 0
-    inner = shape.mamba_num_heads * shape.mamba_head_dim
-    proj = tokens * ceil((2 * inner + 2 * shape.n_groups * shape.ssm_state_size + shape.mamba_num_heads) / tp) * 2
+    inner, heads = ceil(shape.mamba_num_heads * shape.mamba_head_dim / tp), ceil(shape.mamba_num_heads / tp)
+    groups = shape.n_groups * shape.ssm_state_size
+    proj = tokens * (2 * inner + ceil(2 * groups / tp) + heads) * 2
+    conv = tokens * (inner + ceil(2 * groups / tp)) * 2
     chunks = ceil(tokens / max(1, shape.mamba_chunk_size))
-    states = chunks * ceil(shape.mamba_num_heads / tp) * shape.mamba_head_dim * shape.ssm_state_size * 4
-    return proj + states
+    states = chunks * heads * shape.mamba_head_dim * shape.ssm_state_size * (4 + state_bytes)
+    cb = chunks * max(1, shape.n_groups // tp) * shape.mamba_chunk_size**2 * 4
+    return proj + conv + 2 * tokens * inner * 2 + states + cb
 
 
 def activation(shape: ModelShape, tokens: int, seqs: int, tp: int, expert_parallel: bool) -> Term:
