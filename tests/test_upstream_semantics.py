@@ -334,3 +334,29 @@ def test_quoting_in_env_script_survives_bash(tmp_path):
     script = env_script({"A": 'say "hi" $x'}, "run1")
     out = subprocess.run(["bash", "-c", script + '\nprintf %s "$A"'], capture_output=True, text=True).stdout
     assert out == 'say "hi" $x'  # written literally once ${VAR} is expanded
+
+
+# ---------------------------------------------------------------- 5b. quotes inside an env value
+
+
+@pytest.mark.parametrize("value", [
+    '{"placement_group_options":{"strategy":"SPREAD"}}',  # eugr 4x-spark-cluster/nemotron-3-ultra-nvfp4.yaml
+    'a\\"b', "it's", "x'y z'w\"q\"", "back\\\\slash", "tab\\tx", "${NOPE:-a b}", "a\\$HOME", "plain",
+])
+def test_env_value_is_read_as_bash_reads_it_inside_export_k_quoted(value):
+    """run-recipe.py writes `lines.append(f'export {key}="{value}"')`: the value's own double quotes end and
+    reopen the string and bash removes them, so the serve process gets `{placement_group_options:...}`."""
+    bash = subprocess.run(["bash", "-c", f'export K="{value}"; printf %s "$K"'], capture_output=True, text=True)
+    assert expand_value(value, os.environ.get)[0] == bash.stdout
+
+
+def test_env_value_that_bash_would_split_or_leave_open_is_a_located_error(tmp_path):
+    for value, cause in (('a" b"c', "split it into more than one export word"), ('say "hi', "odd number")):
+        r = recipe(tmp_path, f"""\
+            env:
+              ODD: '{value}'
+            command: vllm serve m --port 8000
+            """)
+        with pytest.raises(RecipeError) as err:
+            render(r, cluster(tmp_path, 1))
+        assert cause in str(err.value) and "env.ODD" in str(err.value) and r.path.name in str(err.value)

@@ -10,7 +10,8 @@ would for the constructs recipes use:
   comment only at the start of a word (`team#1` is one word); quotes follow bash's rules. Operators
   (`&&`, `|`, `>`) stay words, as the flag scanner expects. `$` expansions in the command are left as
   written (servegate runs the argv without a shell).
-- `expand_value`: `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR-word}` in an env value, as bash expands them
+- `expand_value`: an env value as bash reads it inside `export K="value"`: quotes, escapes, `$VAR`,
+  `${VAR}`, `${VAR:-word}`, `${VAR-word}`
   inside double quotes; `$(...)` and backticks are left for bash on the node.
   Tests compare both with bash itself (tests/test_upstream_semantics.py).
 """
@@ -146,38 +147,64 @@ def runs_code(value: str) -> bool:
     return "$(" in value or "`" in value
 
 
-def dquote_unescape(text: str) -> str:
-    """What bash keeps of `\\x` inside double quotes: the backslash goes before $ ` " \\ and newline."""
-    return re.sub(r'\\([$`"\\\n])', lambda m: "" if m[1] == "\n" else m[1], text)
+DQUOTE_ESCAPES = '$`"\\\n'  # what a backslash escapes inside double quotes
 
 
 def expand_value(value: str, lookup: Callable[[str], str | None]) -> tuple[str, list[str]]:
-    """`value` as bash expands it inside `export K="value"`: variables from `lookup` (unset -> "").
+    """`value` as bash reads it inside upstream's `export K="value"` (run-recipe.py writes
+    `f'export {key}="{value}"'`): quotes inside the value end and reopen the double-quoted string and are
+    removed (`{"a":1}` becomes `{a:1}`), a backslash escapes $ ` " \\ and newline inside quotes and any
+    character outside, '...' outside double quotes is literal, and variables expand from `lookup`
+    (unset -> ""), their values taken as they are. Returns the text and the names read.
 
-    Returns the expanded text and the names it read. `\\$` stays a literal `$`; `$(...)` and backticks are
-    not touched (bash on the node runs them, as it would upstream).
+    `$(...)` and backticks are not touched (bash on the node runs them, as upstream's would). A value whose
+    quotes leave a space, a tab or an odd number of quotes outside double quotes is not one export for
+    bash: ValueError says so.
     """
+    if runs_code(value):
+        return value, []
     names: list[str] = []
     out: list[str] = []
-    pos = 0
-    for match in VAR.finditer(value):
-        start = match.start()
-        backslashes = len(value[:start]) - len(value[:start].rstrip("\\"))
-        if backslashes % 2:
+    quoted, pos = True, 0
+    while pos < len(value):
+        char = value[pos]
+        if char == "\\" and pos + 1 < len(value):
+            nxt = value[pos + 1]
+            if not quoted or nxt in DQUOTE_ESCAPES:
+                out.append("" if nxt == "\n" else nxt)
+            else:
+                out.append(char + nxt)
+            pos += 2
             continue
-        out.append(value[pos:start])
-        name = match["braced"] or match["plain"]
-        names.append(name)
-        found = lookup(name)
-        if match["op"] == ":-" and not found:
-            found = match["word"]
-        elif match["op"] == "-" and found is None:
-            found = match["word"]
-        out.append(found or "")
-        pos = match.end()
-    out.append(value[pos:])
-    text = "".join(out)
-    return (text if runs_code(value) else dquote_unescape(text)), names
+        if char == '"':
+            quoted = not quoted
+        elif char == "'" and not quoted:
+            end = value.find("'", pos + 1)
+            if end < 0:
+                raise ValueError("an unmatched ' outside double quotes: bash reads past the end of the line")
+            out.append(value[pos + 1:end])
+            pos = end
+        elif char == "$" and (match := VAR.match(value, pos)):
+            name = match["braced"] or match["plain"]
+            names.append(name)
+            found = lookup(name)
+            if match["op"] == ":-" and not found:
+                found = match["word"]
+            elif match["op"] == "-" and found is None:
+                found = match["word"]
+            out.append(found or "")
+            pos = match.end()
+            continue
+        elif not quoted and char in " \t\n":
+            raise ValueError("a space outside double quotes once the value's own quotes are read: bash would "
+                             "split it into more than one export word")
+        else:
+            out.append(char)
+        pos += 1
+    if not quoted:
+        raise ValueError('an odd number of unescaped " in the value: bash would look past the line for the '
+                         "closing quote")
+    return "".join(out), names
 
 
 def bash_argv(rendered_command: str, recipe=None) -> list[str]:

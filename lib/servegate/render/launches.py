@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from servegate.config.bashwords import expand_value, runs_code
 from servegate.config.cluster import Cluster, Node
 from servegate.config.recipe import Recipe
-from servegate.errors import RecipeError
+from servegate.errors import Location, RecipeError
 from servegate.labels import env_exports
 from servegate.redact import Redactor, secret_name
 
@@ -45,7 +45,7 @@ class NodeLaunch:
 def node_env(recipe: Recipe, node: Node) -> dict[str, str]:
     """What a node's processes get: the recipe env (`${VAR}` expanded as bash would from the launching
     environment), then the node's own vars, then forwarded secrets."""
-    env = expand_env(recipe.env, node.env)
+    env = expand_env(recipe.env, node.env, str(recipe.path))
     env.update(node.env)
     for name in FORWARDED_SECRETS:
         if os.environ.get(name) and name not in env:
@@ -53,7 +53,7 @@ def node_env(recipe: Recipe, node: Node) -> dict[str, str]:
     return env
 
 
-def expand_env(env: dict[str, str], node_vars: dict[str, str]) -> dict[str, str]:
+def expand_env(env: dict[str, str], node_vars: dict[str, str], source: str | None = None) -> dict[str, str]:
     """Upstream writes `export K="{value}"` into a bash script, so `${HF_TOKEN}` takes the launching shell's
     value: earlier exports first, then the node's vars, then this process's environment (unset -> "").
     Values that hold `$(...)` or backticks stay as written for bash on the node. A value read from a secret
@@ -61,12 +61,17 @@ def expand_env(env: dict[str, str], node_vars: dict[str, str]) -> dict[str, str]
     out: dict[str, str] = {}
     redact = Redactor()
     for key, value in env.items():
-        if "$" not in value or runs_code(value):
+        if runs_code(value):
             out[key] = value
             continue
         def lookup(name: str) -> str | None:
             return out.get(name, node_vars.get(name, os.environ.get(name)))
-        out[key], names = expand_value(value, lookup)
+        try:
+            out[key], names = expand_value(value, lookup)
+        except ValueError as exc:
+            raise RecipeError(f"env {key}: {exc}", where=Location(file=source, key=f"env.{key}"),
+                              fix=f"upstream writes export {key}=\"<value>\": escape the value's double quotes "
+                                  "(\\\") or quote it so the whole value stays one word") from None
         if any(secret_name(n) for n in names) or secret_name(key):
             redact.learn(out[key])
     return out
