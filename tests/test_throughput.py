@@ -445,3 +445,13 @@ def test_a_server_that_died_mid_level_is_named_with_how_it_died(tmp_path):
     assert level.status == "failed" and level.note.startswith("server stopped answering 11 s"), level.note
     assert "gpu0 (pid 4242) died: killed by SIGKILL (exit 137)" in level.note, level.note
     assert (tmp_path / runner.DEATH_LOG).read_text().endswith("OOM\n")
+
+
+def test_an_endpoint_servegate_did_not_launch_has_no_death_report():
+    """An already-running endpoint (the throughput faults test kills one) has no processes of ours: '' not a crash."""
+    from servegate.throughput.endpoint import Endpoint
+    from servegate.throughput.target import Target
+
+    endpoint = Endpoint.__new__(Endpoint)
+    assert endpoint.death_reports() == ""
+    assert Target("http://127.0.0.1:1", "m", "m", lambda: False, why_down=endpoint.death_reports).why_down() == ""
