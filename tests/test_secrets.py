@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # one fake secret of every kind the redactor knows; none is a real credential
 FAKE = {
-    "HF_TOKEN": "hf_FAKEhfTokenAAAAAAAAAAAAAAAAAAAA",
+    "HF_TOKEN": "hf_FAKEhfToken" + "A" * 20,  # built, so no token-shaped string is tracked
     "MY_PASSWORD": "fakepass-MYPW-123",
     "OTHER_SECRET": "fakesecret-OTHER-456",
     "DEPLOY_TOKEN": "faketoken-DEPLOY-789",
