@@ -81,6 +81,7 @@ def test_secrets_of_every_kind_never_printed_nor_written(tmp_path):
     cache = Path(NodeHost(load_cluster().head).home_path("~/.cache/servegate/runs")) / run_id
     left = [p for p in cache.rglob("*") if p.is_file() and leaks(p.read_text(errors="replace"))]
     assert left == [], f"secret-bearing files left on the node: {left}"
+    assert not cache.exists(), f"the run's folder on the node outlived teardown: {list(cache.rglob('*'))}"
     assert leftover_processes(run) == []
 
 
@@ -131,6 +132,8 @@ def test_failed_start_reports_exit_keeps_logs_and_leaves_nothing(tmp_path):
     assert "999999" in (run / "logs" / "local-serve.log").read_text()
     assert (run / "junit.xml").read_text().count("<error") + (run / "junit.xml").read_text().count("<failure") >= 1
     assert leftover_processes(run) == []
+    cache = Path(NodeHost(load_cluster().head).home_path("~/.cache/servegate/runs")) / data["launch"]["run_id"]
+    assert not cache.exists(), f"the failed run's folder on the node outlived teardown: {list(cache.rglob('*'))}"
 
 
 def test_interrupted_run_tears_down_and_records_it(tmp_path):

@@ -112,7 +112,7 @@ class NodeSampler:
         if self.pgid is not None:
             self.host.kill_group(self.pgid, grace_s=5)
             self.pgid = None
-        self.host.run(f"rm -f {shlex.quote(self.env_path)}")
+        self.host.remove_files(self.env_path, self.path)  # the samples were read first (MemorySampler.stop)
 
 
 class MemorySampler:

@@ -240,6 +240,12 @@ class NodeHost:
             return home + path[1:]
         return path
 
+    def remove_files(self, *paths: str) -> None:
+        """Remove files, then each one's folder if that left it empty (a run's `runs/<id>/` on the node)."""
+        files = " ".join(shlex.quote(p) for p in paths)
+        folders = " ".join(sorted({shlex.quote(str(PurePosixPath(p).parent)) for p in paths}))
+        self.run(f"rm -f {files}; rmdir {folders} 2>/dev/null; true")
+
     def read_text(self, path: str, max_bytes: int | None = None) -> str:
         command = f"cat {shlex.quote(path)}" if max_bytes is None else f"tail -c {max_bytes} {shlex.quote(path)}"
         return self.run(command).stdout

@@ -196,10 +196,16 @@ class Deployment(Managed, OpenAIClient):
             self._carry_on(launched, "stopping", self._stop_one)
         self.save_logs()
         for launched in self.launched:  # the node's raw log holds vLLM's args in clear: the redacted copy stays
-            self._carry_on(launched, "removing the env file and raw log", lambda x: self.hosts[x.launch.node.name].run(
-                f"rm -f {' '.join(shlex.quote(p) for p in (x.env_path, x.log_path, x.exit_path))}"))
+            self._carry_on(launched, "removing the env file and raw log", lambda x: self.hosts[x.launch.node.name]
+                           .remove_files(x.env_path, x.log_path, x.exit_path))
+        for launched in {x.launch.node.name: x for x in self.launched}.values():  # then the run's folder, per node
+            self._carry_on(launched, "removing the run folder", self._remove_run_dir)
         with _LIVE_LOCK:
             _LIVE.discard(self)
+
+    def _remove_run_dir(self, launched: Launched) -> None:
+        """`<workdir>/runs/<id>/` once its files are gone: the owner tag, then the folder if nothing else is left."""
+        self.hosts[launched.launch.node.name].remove_files(launched.env_path.rsplit("/", 1)[0] + "/owner")
 
     def _stop_one(self, launched: Launched) -> None:
         host = self.hosts[launched.launch.node.name]

@@ -210,6 +210,9 @@ class RayCluster(Managed):
             host.run(f"{self._ray(name)} stop --force >/dev/null 2>&1; true", timeout=60)  # --block exits with it
             if pgid and host.group_alive(pgid):
                 host.kill_group(pgid, grace_s=5)
+            node = next(n for n in self.cluster.nodes if n.name == name)
+            base = f"{host.home_path(node.workdir)}/runs/{self.run_id}/ray"
+            host.remove_files(f"{base}.env")  # may hold the recipe's secrets; ray.log stays for `collect`
             leftover = host.run(f"pgrep -f {RAY_DAEMONS}").stdout.split()
             if (pgid and host.group_alive(pgid)) or leftover:
                 survivors.append(f"{name}: Ray still running (pgid {pgid}, daemons {leftover})")
