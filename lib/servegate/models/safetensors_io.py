@@ -10,6 +10,7 @@ equal tensors give byte-identical files.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,12 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: Path, dtype: str) -> 
                         "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)
         offset += len(data)
+    write_framed(path, header, chunks)
+
+
+def write_framed(path: Path, header: dict, chunks: Iterable[bytes]) -> None:
+    """The safetensors framing: 8-byte little-endian header length, the JSON header padded to 8 bytes, then
+    the data chunks in header order (an iterable, so a large checkpoint is written as it is produced)."""
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
     with open(path, "wb") as out:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from servegate.models.safetensors_io import to_dtype_bytes
+from servegate.models.safetensors_io import to_dtype_bytes, write_framed
 from servegate.models.standin import StandinSpec, Tensor, plan_tensors
 from servegate.models.tokenizer import EOS, PAD, UNK, build_tokenizer, tokenizer_config, vocab_tokens
 
@@ -86,13 +86,7 @@ def write_shard(path: Path, tensors: list[Tensor], pool: Pool) -> None:
         header[tensor.name] = {"dtype": "BF16", "shape": list(tensor.shape),
                                "data_offsets": [offset, offset + 2 * tensor.numel]}
         offset += 2 * tensor.numel
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as out:
-        out.write(len(raw).to_bytes(8, "little"))
-        out.write(raw)
-        for tensor in tensors:
-            out.write(values(tensor, pool))
+    write_framed(path, header, (values(tensor, pool) for tensor in tensors))
 
 
 def config_json(spec: StandinSpec, eos: int, pad: int) -> dict:
