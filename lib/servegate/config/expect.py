@@ -102,6 +102,12 @@ STARTUP = {
     "max_port_open_s": Field(NUMBER, None, "seconds from process start until the serve port accepts"),
     "max_http_ready_s": Field(NUMBER, None, "seconds from process start until /health and /v1/models answer"),
     "max_first_token_s": Field(NUMBER, None, "seconds from process start until a streamed first token"),
+    "max_container_to_port_open_s": Field(NUMBER, None, "docker runtime: seconds from each node's container "
+                                          "start (before mods, model, Ray) until the serve port accepts"),
+    "max_container_to_http_ready_s": Field(NUMBER, None, "docker runtime: seconds from each node's container "
+                                           "start until /health and /v1/models answer"),
+    "max_container_to_first_token_s": Field(NUMBER, None, "docker runtime: seconds from each node's container "
+                                            "start until a streamed first token"),
 }
 
 LADDER = {

@@ -130,6 +130,12 @@ def start_container(host: NodeHost, plan: ContainerPlan) -> ContainerHost:
     return ContainerHost(host, plan.name)
 
 
+def container_started_at(host: NodeHost, name: str) -> str | None:
+    """The engine's State.StartedAt of a container (RFC 3339, the node's clock), None if it cannot tell."""
+    result = host.run(f"docker inspect --format '{{{{.State.StartedAt}}}}' {shlex.quote(name)}")
+    return (result.stdout.strip() or None) if result.ok else None
+
+
 def _refused_flag(stderr: str, plan: ContainerPlan) -> str | None:
     for flag, value, pattern in OPTIONAL_FLAGS:
         already = any(d.startswith(f"{flag} {value}") for d in plan.dropped)

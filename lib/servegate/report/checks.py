@@ -27,15 +27,28 @@ def check_blocks(run, out_dir: Path) -> list:
         reduce = fabric.get("allreduce")
         out += [Heading("Fabric", 3), Text("\n".join(lines + fabric.get("notes", []) +
                                                     ([f"all-reduce: {reduce}"] if reduce else [])))]
-    startup = data.get("startup")
-    if startup:
-        out += [Heading("Startup timing (s from process start)", 3),
-                Table(["node", "roles", "port open", "HTTP ready", "first token"],
-                      [[node, ", ".join(e.get("roles", [])), _s(e.get("port_open_s")), _s(e.get("http_ready_s")),
-                        _s(e.get("first_token_s") or e.get("joined_server_ready_s"))] for node, e in startup.items()])]
+    out += _startup(data.get("startup"))
     out += _multiturn(data.get("multiturn"))
     out += _ladder(run, data.get("ladder"), out_dir)
     out += _validity(run.throughput)
+    return out
+
+
+def _startup(startup: dict | None) -> list:
+    if not startup:
+        return []
+    out = [Heading("Startup timing (s from process start)", 3),
+           Table(["node", "roles", "port open", "HTTP ready", "first token"],
+                 [[node, ", ".join(e.get("roles", [])), _s(e.get("port_open_s")), _s(e.get("http_ready_s")),
+                   _s(e.get("first_token_s") or e.get("joined_server_ready_s"))] for node, e in startup.items()])]
+    rows = [[node, str(e.get("container_started_at") or "-"), _s(e.get("container_to_process_start_s")),
+             _s(e.get("container_to_port_open_s")), _s(e.get("container_to_http_ready_s")),
+             _s(e.get("container_to_first_token_s"))] for node, e in startup.items() if "container_to_port_open_s" in e]
+    if rows:
+        out += [Heading("Startup timing (s from each node's container start)", 3),
+                Table(["node", "container started", "vLLM spawned", "port open", "HTTP ready", "first token"], rows),
+                Text("the container starts before the pre-launch steps (env probe, mods, model, weights, flags, "
+                     "Ray), so 'vLLM spawned' holds them")]
     return out
 
 

@@ -84,6 +84,11 @@ class Runtime:
         """Where vLLM and Ray run on each node (the node itself, or its container)."""
         return self.ctx.hosts
 
+    def container_starts(self) -> dict[str, dict]:
+        """node -> {epoch, started_at} of the container vLLM runs in: this machine's wall clock once `docker run`
+        returned, and the engine's State.StartedAt (the node's clock); {} where vLLM runs on the node itself."""
+        return {}
+
     def bin_dirs(self) -> dict[str, str]:
         """node -> folder holding vllm and ray, where they are not on PATH."""
         return {}

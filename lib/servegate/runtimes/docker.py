@@ -22,6 +22,7 @@ from servegate.nodes.container import (
     ContainerHost,
     ContainerPlan,
     container_name,
+    container_started_at,
     remove_container,
     start_container,
 )
@@ -72,6 +73,7 @@ class DockerRuntime(Runtime):
         self.image_report: ImageReport | None = None
         self.containers: dict[str, ContainerHost] = {}
         self.plans: dict[str, ContainerPlan] = {}
+        self.started: dict[str, dict] = {}  # node -> {epoch, started_at}: see container_starts
         self._envs: dict[str, HostEnvironment] | None = None
         self.env_probe: list[EnvFinding] = []  # what the probe found missing or different at container start
 
@@ -157,6 +159,8 @@ class DockerRuntime(Runtime):
 
         def one(name: str) -> ContainerHost:
             host = start_container(self.ctx.hosts[name], self.plans[name])
+            self.started[name] = {"epoch": round(time.time(), 3),
+                                  "started_at": container_started_at(self.ctx.hosts[name], self.plans[name].name)}
             self.containers[name] = host
             log(f"started {self.plans[name].name} ({self.plans[name].image})", name)
             return host
@@ -174,12 +178,17 @@ class DockerRuntime(Runtime):
                         "dropped": plan.dropped,
                         "env": self.ctx.run.redact.env(plan.env),
                         "started": name in self.containers,
+                        **({"started_epoch": self.started[name]["epoch"],
+                            "started_at": self.started[name]["started_at"]} if name in self.started else {}),
                     }
                     for name, plan in self.plans.items()
                 },
             )
         self.probe_env()
         return self.containers
+
+    def container_starts(self) -> dict[str, dict]:
+        return dict(self.started)
 
     def probe_env(self) -> None:
         """Before launch: every recipe var (and the node's own) is inside every container, with its value."""

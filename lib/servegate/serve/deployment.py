@@ -41,6 +41,7 @@ class Launched:
     log_path: str
     env_path: str
     exited_rc: int | None = None
+    spawned_epoch: float = 0.0  # wall clock (this machine's) when the process was spawned
 
     @property
     def exit_path(self) -> str:
@@ -140,6 +141,7 @@ class Deployment(Managed, OpenAIClient):
     readiness: list[StepTiming] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     label: str = ""  # distinguishes a variant server's log files (e.g. "-nospec") from the main one's
+    ready_from_epoch: float | None = None  # wall clock when the readiness probes began (startup phases' zero)
 
     def __hash__(self) -> int:
         return id(self)
@@ -154,6 +156,7 @@ class Deployment(Managed, OpenAIClient):
         for launch in self.rendered.vllm:  # all first: a --headless follower must run before rank 0 is ready
             self._spawn(launch)
         if any(launch.role == "serve" for launch in self.rendered.vllm):
+            self.ready_from_epoch = time.time()
             self.readiness += self.wait_ready()
         self.timings["start_to_first_token_s"] = time.monotonic() - started
         self.run.update("readiness", value=[vars(t) for t in self.readiness])
@@ -178,7 +181,7 @@ class Deployment(Managed, OpenAIClient):
         self.run.redact.learn_argv(launch.argv)
         self.progress("launch", f"{launch.role}: {self.run.redact(launch.text)}", node=launch.node.name)
         pid = host.spawn(launch.argv, env_file=env_path, log_path=log_path, exit_path=f"{base}.exit")
-        launched = Launched(launch, pid, log_path, env_path)
+        launched = Launched(launch, pid, log_path, env_path, spawned_epoch=time.time())
         self.launched.append(launched)
         self.run.data["launch"]["processes"].append(
             {"node": launch.node.name, "role": launch.role, "pid": pid, "log": log_path,
