@@ -12,6 +12,7 @@ from servegate.runtimes.wheelhouse import (
     Target,
     Wheel,
     make_plan,
+    node_conflicts,
     parse_freeze,
     parse_report,
     resolve,
@@ -77,6 +78,17 @@ def test_plan_names_a_node_version_that_breaks_a_requirement(requests_report):
     assert "the node has urllib3 1.20" in plan.problems[0]
     replaced = make_plan(requests_report, {"urllib3": "1.20"}, PY312, excludes=(), replace=("urllib3",))
     assert "urllib3" in {w.name for w in replaced.fetch} and replaced.problems == []
+
+
+def test_a_set_in_its_own_site_carries_what_the_node_has_at_a_rejected_version(requests_report):
+    """AIPerf's set goes into a site of its own (before the node's): a node package it rejects is carried,
+    the way --replace would, instead of failing the bundle (issue 19: aiperf 0.13 pins rich~=14.1 etc.)."""
+    node = {"urllib3": "1.20", "idna": "3.7"}
+    plan = make_plan(requests_report, node, PY312, excludes=())
+    assert node_conflicts(plan, node, PY312) == ("urllib3",)  # idna 3.7 satisfies requests: stays the node's
+    carried = make_plan(requests_report, node, PY312, excludes=(), replace=node_conflicts(plan, node, PY312))
+    assert carried.problems == [] and {"urllib3"} <= {w.name for w in carried.fetch}
+    assert "idna" not in {w.name for w in carried.fetch}
 
 
 def test_a_requested_package_is_never_excluded(requests_report):

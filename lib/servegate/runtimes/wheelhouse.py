@@ -159,6 +159,18 @@ def make_plan(wheels: list[Wheel], installed: dict[str, str | None], target: Tar
     return plan
 
 
+def node_conflicts(plan: Plan, installed: dict[str, str | None], target: Target) -> tuple[str, ...]:
+    """Names the node has at a version some fetched wheel rejects (what `--replace` would carry)."""
+    names = []
+    for wheel in plan.fetch:
+        for requirement in _applicable(wheel, target):
+            name = canonical(requirement.name)
+            version = installed.get(name)
+            if version and name not in {w.name for w in plan.fetch} and not _satisfies(requirement, version):
+                names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 def _req_name(text: str) -> str:
     try:
         return canonical(Requirement(text).name)

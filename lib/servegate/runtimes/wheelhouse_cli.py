@@ -27,6 +27,7 @@ from servegate.runtimes.wheelhouse import (
     canonical,
     download,
     make_plan,
+    node_conflicts,
     manifest,
     parse_freeze,
     parse_report,
@@ -54,8 +55,8 @@ def add_subparsers(subparsers) -> None:
                    help="leave out wheels matching this name pattern (repeatable; adds to the defaults)")
     p.add_argument("--no-default-excludes", action="store_true",
                    help="keep the optional heavy wheels: " + ", ".join(DEFAULT_EXCLUDES))
-    p.add_argument("--replace", action="append", default=[], metavar="NAME",
-                   help="carry this package even though the node has it (another version)")
+    p.add_argument("--replace", action="append", default=[], metavar="NAME[,NAME]",
+                   help="carry these packages even though the node has them (another version)")
     p.add_argument("--provided", action="append", default=[], metavar="NAME[,NAME]",
                    help="the node provides these (any version): a requirement on them is not a problem")
     p.add_argument("--from-report", type=Path, help="reuse a pip --report JSON instead of resolving again")
@@ -109,7 +110,9 @@ def cmd_wheelhouse(args) -> int:
         return code
     sets = [{"name": "wheels", "folder": str(dest.relative_to(args.bundle)), "lock": "", "own_site": False}]
     if args.aiperf:
-        code = max(code, one_set(args, [args.aiperf], args.bundle / "aiperf", target, installed, provided))
+        # AIPerf gets its own site, which shadows the node's: carry what the node has at a version it rejects
+        code = max(code, one_set(args, [args.aiperf], args.bundle / "aiperf", target, installed, provided,
+                                 own_site=True))
         sets.append({"name": "aiperf", "folder": "aiperf", "lock": "", "own_site": True, "console": "aiperf"})
     for wheel_set in sets:
         wheel_set["lock"] = f"{wheel_set['folder']}/{bundles.LOCK_NAME}"
@@ -120,8 +123,11 @@ def cmd_wheelhouse(args) -> int:
     return 0
 
 
-def one_set(args, requirements: list[str], dest: Path, target: Target, installed: dict, provided: tuple) -> int:
-    """Resolve, plan, download and lock one wheel set into `dest`; 1 when a requirement stays unmet."""
+def one_set(args, requirements: list[str], dest: Path, target: Target, installed: dict, provided: tuple,
+            own_site: bool = False) -> int:
+    """Resolve, plan, download and lock one wheel set into `dest`; 1 when a requirement stays unmet.
+    own_site: the set is installed into a site of its own, put before the node's, so a node package at a
+    version the set rejects is carried (as --replace would) instead of being a problem."""
     dest.mkdir(parents=True, exist_ok=True)
     if args.from_report:
         wheels = parse_report(json.loads(args.from_report.read_text()))
@@ -130,7 +136,11 @@ def one_set(args, requirements: list[str], dest: Path, target: Target, installed
               f"manylinux (glibc {target.glibc}) {target.machine} ...", file=sys.stderr)
         wheels = resolve(requirements, target, dest / REPORT_NAME)
     excludes = (() if args.no_default_excludes else DEFAULT_EXCLUDES) + tuple(args.exclude)
-    plan = make_plan(wheels, installed, target, excludes, tuple(args.replace), provided)
+    replace = tuple(name.strip() for text in args.replace for name in text.split(",") if name.strip())
+    plan = make_plan(wheels, installed, target, excludes, replace, provided)
+    if own_site and plan.problems:
+        plan = make_plan(wheels, installed, target, excludes, replace + node_conflicts(plan, installed, target),
+                         provided)
     check_lock(args, dest, plan)
     if not args.dry_run:
         for path in stale_files(dest, plan):
