@@ -19,6 +19,7 @@ from servegate.memory.terms import reports_groups
 ROOT = Path(__file__).resolve().parents[1]
 CASES = yaml.safe_load(seeds.CASES.read_text())
 NANO_PROFILE = ROOT / "recipes/models/profiles/nano-seed002-util0.20.json"
+NANO_FAILED_START = ROOT / "recipes/models/profiles/nano-seed002-util0.15.json"
 
 
 def case_ids(model):
@@ -42,6 +43,20 @@ def test_nano_calibrated_at_one_utilisation_predicts_the_others(case):
     """Calibrated at util 0.20 (seed 002's 4.2 GB KV), the other rows within 10 % of vLLM's KV tokens."""
     row = seeds.judge_case("nano", CASES["nano"]["recipe"], case, load_profile(NANO_PROFILE))
     assert row.agrees, row.detail + "\n" + "\n".join(row.plan.lines())
+
+
+@pytest.mark.parametrize("case", CASES["nano"]["cases"], ids=case_ids("nano"))
+def test_nano_calibrated_at_the_failed_start_predicts_every_working_row(case):
+    """Calibrated at util 0.15, the start that failed (vLLM: -1.8 GB available for KV), the working rows
+    (0.20 / 0.30 / 0.90, none used by the profile) within 10 % of vLLM's KV tokens, and 0.15 still fails."""
+    row = seeds.judge_case("nano", CASES["nano"]["recipe"], case, load_profile(NANO_FAILED_START))
+    assert row.agrees, row.detail + "\n" + "\n".join(row.plan.lines())
+
+
+def test_a_failed_start_logs_a_negative_kv_figure_that_still_calibrates():
+    log = "INFO [gpu_worker.py:1] Available KV cache memory: -1.8 GiB\nValueError: No available memory for the cache blocks"
+    assert parse_log(log)["kv_cache_gib"] == -1.8
+    assert load_profile(NANO_FAILED_START)["measured"]["kv_cache_gib"] == -1.8
 
 
 def test_super_memavailable_within_3_gib():

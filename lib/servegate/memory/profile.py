@@ -24,7 +24,8 @@ from servegate.errors import Location, RecipeError
 from servegate.memory.units import GIB
 
 LOG_LINES = {
-    "kv_cache_gib": re.compile(r"Available KV cache memory: ([\d.]+) GiB"),
+    # negative at a start that fails ("No available memory for the cache blocks"): still a calibration
+    "kv_cache_gib": re.compile(r"Available KV cache memory: (-?[\d.]+) GiB"),
     "weights_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
     "peak_activation_gib": re.compile(r"([\d.]+) GiB for peak activation|torch peak memory increase: ([\d.]+)GiB"),
     "non_torch_gib": re.compile(r"([\d.]+) GiB for non-torch memory|non-torch forward increase memory: ([\d.]+)GiB"),
@@ -65,9 +66,11 @@ def load_profile(path: Path) -> dict:
     for section, keys in (("calibration", CALIBRATION_KEYS - {"drafts_with_mtp"}), ("measured", MEASURED_KEYS)):
         for key in keys:
             value = data[section].get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            negative_ok = key == "kv_cache_gib"  # a failed start logs what was missing as a negative figure
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or (value < 0 and not negative_ok)):
                 raise RecipeError(f"memory profile {path}: {section}.{key} = {value!r} is not a size/count",
-                                  fix="write a non-negative number (GiB for *_gib)")
+                                  fix="write a non-negative number (GiB for *_gib; kv_cache_gib may be negative)")
     data["path"] = str(path)
     return data
 
