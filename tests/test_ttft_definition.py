@@ -73,3 +73,29 @@ def test_fidelity_default_is_one_short_level_and_the_estimate_uses_the_last_run(
     (tmp_path / "20261204T000000Z-x").mkdir()
     (tmp_path / "20261204T000000Z-x" / "run.json").write_text(json.dumps({"fidelity": {"turn_seconds": 30.0}}))
     assert "about 3 min plus the server start (30.0 s per turn in 20261204T000000Z-x)" in estimate(args)
+
+
+def test_arrivals_read_both_tools_start_times_and_measure_burst_dispatch(tmp_path):
+    """A burst of 3 sent 0 / 1 / 2 ms after its leader and batched by the server in one step: each follower's
+    first token comes with the leader's, so its TTFT is shorter by exactly its dispatch delay."""
+    from servegate.throughput import arrivals
+
+    starts, ttfts = [10.0, 10.001, 10.002, 11.0], [0.150, 0.149, 0.148, 0.100]
+    bench = {"start_times": starts, "ttfts": ttfts, "itls": [[0.008]] * 4, "output_lens": [2] * 4,
+             "errors": [""] * 4}
+    (tmp_path / "vb").mkdir()
+    (tmp_path / "vb" / vllm_bench.RESULT).write_text(json.dumps(bench))
+    (tmp_path / "ap").mkdir()
+    lines = [json.dumps({"metadata": {"request_start_ns": int(s * 1e9), "benchmark_phase": "profiling"},
+                         "metrics": {"time_to_first_token": {"value": t * 1000, "unit": "ms"}}})
+             for s, t in zip(starts, ttfts, strict=True)]
+    (tmp_path / "ap" / aiperf.RECORDS).write_text("\n".join(lines) + "\n")
+    for tool, folder in (("vllm-bench", "vb"), ("aiperf", "ap")):
+        pairs = arrivals.requests(tool, tmp_path / folder)
+        assert [round(t, 3) for _, t in pairs] == [150.0, 149.0, 148.0, 100.0]
+        stats = arrivals.bursts([pairs])
+        assert stats["bursts"] == 2 and stats["burst_size_p50"] == 2.0
+        assert stats["follower_sent_after_leader_ms_p50"] == pytest.approx(1.5, abs=1e-3)
+        assert stats["follower_first_token_after_leader_ms_p50"] == pytest.approx(0.0, abs=1e-3)
+        assert "sent 1.50 ms after" in arrivals.describe(tool, stats)
+    assert arrivals.bursts([]) == {} and "no per-request" in arrivals.describe("aiperf", {})

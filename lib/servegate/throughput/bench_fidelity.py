@@ -30,7 +30,7 @@ from servegate.config.recipe import parse_override
 from servegate.errors import ServegateError
 from servegate.results.run import RunDir
 from servegate.stack import Stack
-from servegate.throughput import aiperf, vllm_bench
+from servegate.throughput import aiperf, arrivals, vllm_bench
 from servegate.throughput.endpoint import Endpoint
 from servegate.throughput.runner import run_level, summary_line
 from servegate.throughput.schema import LevelResult
@@ -240,6 +240,11 @@ def report(results: dict[str, list[LevelResult]], within: float, folder: Path,
                         "pooled_diff_pct": pooled_diff, "paired_diff_pct": paired}
         print(f"{label:14} {_fmt(a):>8} {_fmt(b):>11} {_fmt(diff, '+.1f'):>7} | {_fmt(pa):>14} {_fmt(pb):>11} "
               f"{_fmt(pooled_diff, '+.1f'):>7} | {_fmt(paired, '+.1f'):>13}")
+    figures["arrivals"] = {}
+    for tool in ("aiperf", "vllm-bench"):
+        rounds = [arrivals.requests(tool, folder / lv.raw) for lv in results[tool] if lv.raw]
+        figures["arrivals"][tool] = arrivals.bursts(rounds)
+        print(arrivals.describe(tool, figures["arrivals"][tool]))
     print(f"agree within {within:g} % (pooled and paired): {'yes' if agree else 'NO'}")
     figures["within_pct"], figures["agree"] = within, agree
     return (0 if agree else 1), figures
