@@ -1,6 +1,7 @@
 """Issue 16: eugr/spark-vllm-docker v1 recipes read exactly as upstream's own runner does.
 
-Upstream = run-recipe.py / launch-cluster.sh at commit 5415c1fe; each test quotes the line it follows.
+Upstream = run-recipe.py / launch-cluster.sh at commit 5415c1fe (358bf26e where noted); each test quotes the
+line it follows.
 Every test runs real code on small recipes written here; bash itself is the referee for word splitting.
 """
 
@@ -232,6 +233,40 @@ def test_ray_and_no_ray_multinode(tmp_path):
     by_cluster = cluster(tmp_path, 2, "multinode: no-ray")
     assert render(r, by_cluster).launcher == "no-ray"
     assert any(line.strip() == "multinode: no-ray" for line in plan_lines(r, by_cluster))
+
+
+def test_ray_mode_adds_the_ray_backend_when_the_command_names_none(tmp_path):
+    """run-recipe.py@358bf26e ensure_ray_backend (--ray): `if "vllm serve" not in command: return command`,
+    `if DISTRIBUTED_EXECUTOR_RE.search(command): return command`, `return command.rstrip() + "
+    --distributed-executor-backend ray"`; launch-cluster.sh make_ray_script appends the same."""
+    r = recipe(tmp_path, "command: |\n  vllm serve m \\\n    --port 8000 -tp 2 \\\n")
+    ray = render(r, cluster(tmp_path, 2), multinode="ray")
+    assert ray.serve_argv == ["vllm", "serve", "m", "--port", "8000", "-tp", "2",
+                              "--distributed-executor-backend", "ray"]
+    assert any("--distributed-executor-backend ray appended" in n for n in ray.notes)
+    mp = recipe(tmp_path, "command: vllm serve m --port 8000 -tp 2 --distributed-executor-backend=mp\n", "mp.yaml")
+    assert render(mp, cluster(tmp_path, 2), multinode="ray").serve_argv[-1] == "--distributed-executor-backend=mp"
+
+
+def test_backend_flag_in_equals_form_is_dropped_in_solo_and_no_ray(tmp_path):
+    """run-recipe.py@358bf26e `DISTRIBUTED_EXECUTOR_RE = re.compile(r"--distributed-executor-backend(?:=|\\s+)\\S+")`;
+    launch-cluster.sh make_node_script `sed -E 's/--distributed-executor-backend(=|[[:space:]]+)[^[:space:]]+//g'`."""
+    r = recipe(tmp_path, "command: vllm serve m --distributed-executor-backend=ray --port 8000 -tp 2\n")
+    assert render(r, cluster(tmp_path, 1)).serve_argv == ["vllm", "serve", "m", "--port", "8000", "-tp", "2"]
+    head, worker = render(r, cluster(tmp_path, 2), multinode="no-ray").vllm
+    assert "--distributed-executor-backend=ray" not in head.argv + worker.argv
+    assert worker.argv[:7] == ["vllm", "serve", "m", "--port", "8000", "-tp", "2"]
+
+
+def test_extra_args_go_after_the_last_line_and_before_the_backend_filter(tmp_path):
+    """run-recipe.py@358bf26e generate_launch_script: `if command.endswith("\\\\"): command =
+    command.rstrip("\\\\\\n").rstrip()`, then `command = command + " " + extra_args_str`, then (solo / no-Ray)
+    `command = strip_distributed_executor_backend(command)`: a backend flag passed as an extra arg is dropped too."""
+    r = recipe(tmp_path, "command: |\n  vllm serve m \\\n    --port 8000 \\\n")
+    solo = render(r, cluster(tmp_path, 1), extra_args=["--distributed-executor-backend", "ray", "--seed", "1"])
+    assert solo.serve_argv == ["vllm", "serve", "m", "--port", "8000", "--seed", "1"]
+    ray = render(r, cluster(tmp_path, 2), extra_args=["--seed", "1"], multinode="ray")
+    assert ray.serve_argv[-4:] == ["--seed", "1", "--distributed-executor-backend", "ray"]
 
 
 # ---------------------------------------------------------------- 10. mods

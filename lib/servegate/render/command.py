@@ -27,6 +27,8 @@ from servegate.render.upstream import (
     choose_multinode,
     fit_nodes,
     launch_script,
+    ray_backend,
+    trim_continuation,
     upstream_filter,
 )
 
@@ -95,9 +97,7 @@ def render(recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = 
     values = {**builtins, **recipe.resolve_defaults(overrides)}
     # the model location is a path, not shell words: quoted, a path with spaces stays one argument
     raw = recipe.render_command(overrides, builtins={k: shlex.quote(str(v)) for k, v in builtins.items()})
-    text, mode, launcher = _launch_text(recipe, cluster, raw, solo, multinode, notes)
-    if extra_args:  # run-recipe.py:499 `" ".join(shlex.quote(a) for a in extra_args)` after the last line
-        text = text + " " + " ".join(shlex.quote(a) for a in extra_args)
+    text, mode, launcher = _launch_text(recipe, cluster, raw, solo, multinode, notes, extra_args or [])
     argv = command_argv(text, recipe)
     if not solo:
         cluster, trimmed = fit_nodes(cluster, launch_script(recipe, recipe.env, text))
@@ -109,22 +109,30 @@ def render(recipe: Recipe, cluster: Cluster, overrides: dict[str, Any] | None = 
 
 
 def _launch_text(recipe: Recipe, cluster: Cluster, raw: str, solo: bool, choice: str | None,
-                 notes: list[str]) -> tuple[str, str, str]:
-    """The command text that runs, the render mode and the launcher's name (solo | ray | no-ray)."""
-    if solo and cluster.solo_ray and RAY_BACKEND_NAMED.search(raw):
+                 notes: list[str], extra_args: list[str]) -> tuple[str, str, str]:
+    """The command text that runs, the render mode and the launcher's name (solo | ray | no-ray), in
+    run-recipe.py's order: the last `\\` trimmed, extra args appended (`" ".join(shlex.quote(a) for a in
+    extra_args)`), then the backend flag stripped (solo, no-Ray) or ensured (Ray)."""
+    text = trim_continuation(raw)
+    if extra_args:
+        text = text + " " + " ".join(shlex.quote(a) for a in extra_args)
+    if solo and cluster.solo_ray and RAY_BACKEND_NAMED.search(text):
         notes.append(f"cluster {cluster.name} sets solo_ray: Ray backend kept, one Ray head on the node")
-        return raw, "ray", "ray"
+        return text, "ray", "ray"
     if solo:
         launcher, mode = "solo", "solo"
-        if UPSTREAM_BACKEND.search(raw):
+        if UPSTREAM_BACKEND.search(text):
             notes.append("solo mode: --distributed-executor-backend removed, as upstream run-recipe does")
     else:
-        launcher, why = choose_multinode(recipe, cluster, raw, choice)
+        launcher, why = choose_multinode(recipe, cluster, text, choice)
         mode = "ray" if launcher == "ray" else "multinode"
         notes.append(f"multinode: {launcher} ({why})")
         if launcher == "ray":
-            return raw, mode, launcher
-    text, repaired = upstream_filter(raw)
+            text, added = ray_backend(text)
+            if added:
+                notes.append("Ray mode: --distributed-executor-backend ray appended, as upstream's --ray does")
+            return text, mode, launcher
+    text, repaired = upstream_filter(text)
     if repaired:
         try:
             command_argv(raw, recipe)

