@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -76,7 +77,8 @@ def new_stack(tmp_path: Path, recipe: Path = SIM_RECIPE, cluster: Path = SIM_CLU
 
 
 def census(sim: SimCluster) -> dict[str, object]:
-    """What runs on the simulation: containers and Ray/vLLM processes per node, fabric networks here."""
+    """What runs on the simulation: containers, Ray/vLLM processes and `<workdir>/runs/` folders (env files may
+    hold secrets) per node, fabric networks here."""
     seen: dict[str, object] = {}
     cluster = load_cluster(SIM_CLUSTER)
     for node in cluster.nodes:
@@ -90,6 +92,8 @@ def census(sim: SimCluster) -> dict[str, object]:
         seen[f"{node.name} vllm processes"] = len(
             host.run("pgrep -f '[v]llm serve|[E]ngineCore'").stdout.split()
         )
+        runs = shlex.quote(f"{host.home_path(node.workdir)}/runs")
+        seen[f"{node.name} run folders"] = sorted(host.run(f"ls -A {runs} 2>/dev/null").stdout.split())
     out = subprocess.run(
         ["docker", "network", "ls", "--filter", f"label={SIM_LABEL}", "--format", "{{.Name}}"],
         capture_output=True,

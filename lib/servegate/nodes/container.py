@@ -119,7 +119,7 @@ def start_container(host: NodeHost, plan: ContainerPlan) -> ContainerHost:
             remove_container(host, plan.name)  # a refused `docker run` leaves a created container behind
             plan.dropped.append(refused)
     finally:
-        host.run(f"rm -f {shlex.quote(env_path)}")
+        host.remove_files(env_path)  # and runs/<id>/ when that leaves it empty
     if not result.ok:
         remove_container(host, plan.name)
         raise NodeError(

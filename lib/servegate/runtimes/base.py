@@ -112,6 +112,8 @@ class Runtime:
         """Stop what this runtime started; return what survived (empty when all is gone)."""
         survivors = []
         if self.ray_cluster is not None:
+            for name, text in self.ray_cluster.logs().items():  # kept in the results: the node's copy goes
+                self.ctx.run.write_text(f"logs/{name}-ray.log", text)  # redacted there
             survivors += self.ray_cluster.stop()
             self.ray_cluster = None
         return survivors

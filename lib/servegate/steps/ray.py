@@ -194,6 +194,17 @@ class RayCluster(Managed):
         answers = self.run_script(ENV_SCRIPT)
         return {answer["ip"]: answer["env"] for answer in answers.values()}
 
+    def logs(self) -> dict[str, str]:
+        """node -> its `ray start` log (read before stop() removes it with the run's folder); a gone node: none."""
+        out = {}
+        for name in self.started:
+            host = self.hosts[name]
+            try:
+                out[name] = host.read_text(f"{host.home_path(host.node.workdir)}/runs/{self.run_id}/ray.log")
+            except NodeError:
+                continue
+        return out
+
     def stop(self) -> list[str]:
         """Stop Ray on every node; return what survived (empty when all is gone)."""
         survivors = []
@@ -212,7 +223,7 @@ class RayCluster(Managed):
                 host.kill_group(pgid, grace_s=5)
             node = next(n for n in self.cluster.nodes if n.name == name)
             base = f"{host.home_path(node.workdir)}/runs/{self.run_id}/ray"
-            host.remove_files(f"{base}.env")  # may hold the recipe's secrets; ray.log stays for `collect`
+            host.remove_files(f"{base}.env", f"{base}.log")  # env: may hold secrets; log: saved first (logs())
             leftover = host.run(f"pgrep -f {RAY_DAEMONS}").stdout.split()
             if (pgid and host.group_alive(pgid)) or leftover:
                 survivors.append(f"{name}: Ray still running (pgid {pgid}, daemons {leftover})")
