@@ -4,11 +4,18 @@ node and the cause, and leave nothing behind: the same containers, networks, Ray
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 from multinode_support import (
+    ROOT,
     SIM_CLUSTER,
     census,
     cluster_variant,
@@ -23,9 +30,10 @@ from servegate.nodes.host import NodeUnreachable
 from servegate.runtimes.docker import EnvProbeError
 from servegate.runtimes.images import local_image_id, remove_image
 from servegate.runtimes.reaper import reap
-from servegate.sim.cluster import sim_up, stop_node
+from servegate.sim.cluster import lend_lock, sim_up, stop_node
 from servegate.steps.env_parity import parity
 from servegate.steps.mods import ModError
+from servegate.throughput import store
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode, pytest.mark.container]
 WORKER = "sim-w1"
@@ -210,3 +218,58 @@ def test_worker_dies_mid_run_teardown_names_it_and_clean_reaps_it_when_back(sim,
     report = [line for line in reap(stack.cluster) if stack.run_id in line]
     assert report and all(WORKER in line for line in report), report
     assert all(line.endswith(("removed", "killed")) for line in report), report
+
+
+def wait_for_profiling(results: Path, child: subprocess.Popen, deadline_s: float = 900) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline and child.poll() is None:
+        for log in results.glob("*/throughput/long/c2/tool.log"):
+            if "PROFILING" in log.read_text(errors="replace"):
+                return
+        time.sleep(1)
+    raise AssertionError(f"the benchmark did not reach its profiling phase (child rc {child.poll()})")
+
+
+def test_worker_node_killed_mid_benchmark(sim, leaves_nothing, tmp_path):
+    """Issue 15: the worker's node container is SIGKILLed while step 90 measures. The run fails with the level's
+    note naming the dead node, the partial counts kept, no traceback; `servegate clean` reaps the rest."""
+    expect = yaml.safe_load((ROOT / "recipes" / "local-sim.yaml").read_text())["expect"]
+    workload = {"name": "long", "isl": 32, "osl": 48, "concurrency": [2, 4], "requests": 24}
+    recipe = recipe_variant(tmp_path, "local-sim-node-kill", expect={**expect, "throughput": [workload]})
+    results = tmp_path / "results"
+    worker = next(n for n in sim.nodes if n.name == WORKER)
+    fd, lent = lend_lock(sim)  # the child run works on this module's simulation, under its lock
+    argv = [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "--sg-recipe", str(recipe),
+            "--sg-results", str(results), "-k", "throughput"]
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **lent}, pass_fds=(fd,), stdout=log,
+                                 stderr=subprocess.STDOUT)
+        try:
+            wait_for_profiling(results, child)
+            time.sleep(2)
+            subprocess.run(["docker", "kill", worker.container], check=True, capture_output=True)
+            child.wait(timeout=600)
+        finally:
+            child.kill()
+            sim_up(sim)
+    output = (tmp_path / "child.log").read_text()
+    assert child.returncode == 1, output[-4000:]
+    assert "Traceback" not in output and "= ERRORS =" not in output, output[-4000:]  # failures, no crash
+    gone = f"vLLM headless on node '{WORKER}' (pid "
+    failed = next(line for line in output.splitlines() if "level failed: server stopped answering" in line)
+    assert gone in failed and "SIGKILL" in failed, failed
+    [run] = [p for p in results.iterdir() if (p / "run.json").is_file()]
+    data = json.loads((run / "run.json").read_text())
+    c2, c4 = store.load(run)["workloads"]["long"]["levels"]
+    assert c2["status"] == "failed" and c2["note"].startswith("server stopped answering"), c2
+    assert gone in c2["note"], c2
+    assert f"node container {worker.container} is exited (exit 137: killed by SIGKILL)" in c2["note"], c2
+    assert c2["completed"] < 24 and c2["errors"] + c2["completed"] >= 24, c2  # partial counts kept
+    assert c4["status"] == "not run", c4
+    death = (run / c2["raw"] / "server-death.log").read_text()
+    assert gone in death and "log tail ---" in death, death  # the head's vLLM, which went down with it
+    assert data["verdict"] == "failed" and data["memory"]["timeline"]["gone"].keys() == {WORKER}, data["verdict"]
+    report = [line for line in reap(load_cluster(SIM_CLUSTER)) if data["launch"]["run_id"] in line]
+    assert report and all(line.startswith(f"{WORKER}: ") for line in report), report
+    assert any(" container " in line for line in report) and any("run folder" in line for line in report), report
+    print(f"node kill: {c2['note'][:300]}\n  reaped: {report}")

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from servegate.errors import ServegateError
 from servegate.labels import OWNER_VAR, RUN_ID_VAR, owner_tag
 from servegate.nodes.host import NodeHost
 
@@ -75,6 +76,7 @@ class NodeSampler:
         self.host, self.hz, self.sampler_id = host, hz, sampler_id
         base = f"{host.home_path(host.node.workdir)}/runs/{sampler_id}"
         self.path, self.env_path = f"{base}/memory-{host.name}.log", f"{base}/memory-{host.name}.env"
+        self.owner_path = f"{base}/owner"  # `servegate clean` removes the folder once this owner is gone
         self.pgid: int | None = None
         self.offset = 0.0
         self.gpu = False
@@ -88,6 +90,7 @@ class NodeSampler:
             max_s=MAX_SECONDS,
             owner=os.getpid() if local else "''",
         )
+        self.host.write_text(self.owner_path, owner_tag())
         self.host.write_text(
             self.env_path,
             f"export {RUN_ID_VAR}={self.sampler_id}\nexport {OWNER_VAR}={shlex.quote(owner_tag())}",
@@ -112,7 +115,7 @@ class NodeSampler:
         if self.pgid is not None:
             self.host.kill_group(self.pgid, grace_s=5)
             self.pgid = None
-        self.host.remove_files(self.env_path, self.path)  # the samples were read first (MemorySampler.stop)
+        self.host.remove_files(self.env_path, self.path, self.owner_path)  # samples read first (MemorySampler.stop)
 
 
 class MemorySampler:
@@ -124,6 +127,7 @@ class MemorySampler:
         self.marks: list[tuple[float, str]] = []
         self.started = self.stopped = None
         self._final: dict[str, list[Sample]] = {}
+        self.gone: dict[str, str] = {}  # node -> why its samples could not be read at stop (the node died)
 
     def __enter__(self) -> MemorySampler:
         self.start()
@@ -148,8 +152,12 @@ class MemorySampler:
         self.mark("stop")
         self.stopped = time.time()
         for name, sampler in self.nodes.items():
-            self._final[name] = sampler.samples()
-            sampler.stop()
+            try:
+                self._final[name] = sampler.samples()
+                sampler.stop()
+            except ServegateError as exc:  # a node that died mid-run: its samples are lost, the others kept
+                self._final.setdefault(name, [])
+                self.gone[name] = str(exc).splitlines()[0]
 
     def mark(self, phase: str, at: float | None = None) -> None:
         self.marks.append((time.time() if at is None else at, phase))
@@ -165,7 +173,7 @@ class MemorySampler:
         self.mark("idle", now)
 
     def samples(self, node: str) -> list[Sample]:
-        return self._final.get(node) or self.nodes[node].samples()
+        return self._final[node] if node in self._final else self.nodes[node].samples()
 
     def windows(self) -> list[tuple[str, float, float]]:
         """(phase, start, end) spans between consecutive marks; 'start'/'stop' bound the timeline."""

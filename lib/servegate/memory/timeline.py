@@ -65,7 +65,7 @@ def summary(sampler: MemorySampler, node: str) -> dict:
         "samples": len(samples),
         "rate_hz": round(sample_rate(samples), 3),
         "mem_total_gib": round(samples[0].gib("MemTotal"), 3) if samples else None,
-        "min_mem_available_gib": round(min((s.gib("MemAvailable") for s in samples), default=0), 3),
+        "min_mem_available_gib": round(min(s.gib("MemAvailable") for s in samples), 3) if samples else None,
         "phases": per_phase,
     }
 
@@ -192,6 +192,7 @@ def save_run(
         "png": png,
         "marks": [{"t": round(t, 3), "phase": phase} for t, phase in sampler.marks],
         "nodes": {node: summary(sampler, node) for node in sampler.nodes},
+        "gone": dict(sampler.gone),  # node -> why its samples were lost (it died mid-run)
     }
     run.update("memory", "timeline", data)
     if failure is not None:

@@ -11,6 +11,7 @@ import re
 import secrets
 import select
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +24,16 @@ import testinfra
 
 from servegate.config.cluster import Node
 from servegate.errors import Location, NodeError
+
+
+def exit_meaning(code: int) -> str:
+    """'exit 137: killed by SIGKILL' for a status over 128 (128 + the signal), else 'exit N'."""
+    if code > 128:
+        try:
+            return f"exit {code}: killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"exit {code}"
 
 
 class NodeUnreachable(NodeError):
@@ -210,10 +221,12 @@ class NodeHost:
     def _raise_if_container_down(self) -> None:
         """testinfra's docker backend reports a stopped or missing node container as a failed command."""
         name = self.node.host.removeprefix("docker://").rpartition("@")[2]
-        state = subprocess.run(["docker", "container", "inspect", "--format", "{{.State.Status}}", name],
-                               capture_output=True, text=True)
-        if state.returncode != 0 or state.stdout.strip() != "running":
-            seen = state.stdout.strip() or "absent"
+        state = subprocess.run(["docker", "container", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                                name], capture_output=True, text=True)
+        status, _, code = state.stdout.strip().partition(" ")
+        if state.returncode != 0 or status != "running":
+            seen = (status or "absent") + (f" ({exit_meaning(int(code))})" if status == "exited" and code.isdigit()
+                                           else "")
             raise NodeUnreachable(f"node container {name} is {seen}", where=Location(node=self.name),
                                   fix=f"start it (servegate sim up CLUSTER) or check {self.node.host}")
 

@@ -179,10 +179,11 @@ def _ensure_node(sim: SimCluster, node: SimNode) -> None:
     state = container_state(node.container)
     if state == "running":
         return
-    if state is not None:
+    if state is not None and _image_of(node.container) == _image_id(NODE_IMAGE):
         started = _docker("start", node.container)
         if started.returncode == 0:
             return
+    if state is not None:  # a stopped node of an older node image is made anew (its volume keeps the images)
         _docker("rm", "-f", node.container)
     argv = [
         "run",
@@ -210,6 +211,16 @@ def _ensure_node(sim: SimCluster, node: SimNode) -> None:
         raise ServegateError(
             f"starting simulated node {node.name} ({node.container}) failed: {made.stderr.strip()}"
         )
+
+
+def _image_of(container: str) -> str | None:
+    out = _docker("container", "inspect", "--format", "{{.Image}}", container)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _image_id(tag: str) -> str | None:
+    out = _docker("image", "inspect", "--format", "{{.Id}}", tag)
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def _engine_answers(node: SimNode) -> bool:
@@ -271,12 +282,33 @@ def sim_down(sim: SimCluster, volumes: bool = False, log=print) -> list[str]:
 
 
 _HELD: dict[str, list[int]] = {}  # lock file -> [fd, depth]: re-entrant within this process
+LENT_FD_VAR = "SERVEGATE_SIM_LOCK_FD"  # a holder lends its lock to a child run: the fd, passed down (lend_lock)
+
+
+def lend_lock(sim: SimCluster) -> tuple[int, dict[str, str]]:
+    """(fd, env) for a child process of the lock's holder (Popen pass_fds=(fd,), env) that runs on the same
+    simulation, e.g. a test holding it around a child run: the child sees the lock as held by itself."""
+    path = str(cache_root() / f"sim-{sim.name}.lock")
+    if path not in _HELD:
+        raise ServegateError(f"simulated cluster {sim.name}: this process does not hold its lock, none to lend")
+    return _HELD[path][0], {LENT_FD_VAR: str(_HELD[path][0])}
+
+
+def _lent_fd(path: str) -> int | None:
+    """The fd of the lock file inherited from a holder that lent it (the same open file, so the same flock)."""
+    raw = os.environ.get(LENT_FD_VAR, "")
+    try:
+        return int(raw) if raw.isdigit() and os.path.samestat(os.fstat(int(raw)), os.stat(path)) else None
+    except OSError:
+        return None
 
 
 @contextmanager
 def sim_lock(sim: SimCluster, wait_s: float = LOCK_WAIT_S, log=print) -> Iterator[None]:
     """One run at a time per simulated cluster: a second run waits (nodes, census and reaping are shared)."""
     path = str(cache_root() / f"sim-{sim.name}.lock")
+    if path not in _HELD and _lent_fd(path) is not None:
+        _HELD[path] = [_lent_fd(path), 0]  # lent by the parent holding it: never unlocked here
     if path in _HELD:
         _HELD[path][1] += 1
         try:
