@@ -1,12 +1,15 @@
 """Fabric preflight (issue 18, item 8): this machine's real interfaces read and checked against the env a
 recipe declares; a name no node has, an RDMA device that is absent and a fabric IP on no interface are named.
-The timed all-reduce runs for real with torch.distributed (gloo) between two processes on this machine."""
+The timed all-reduce runs for real with torch.distributed (gloo) between two processes on this machine, and on
+the simulated 2-node cluster across its fabric, where one node is given a missing interface and a link without
+carrier."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from multinode_support import census, cluster_variant, new_stack, simulation
 
 from servegate.config.cluster import Node
 from servegate.nodes.host import NodeHost
@@ -60,3 +63,32 @@ def test_allreduce_between_two_real_processes_is_timed(local, vllm_python):
     _, slow = fabric.allreduce_result(outputs, mib, 2, record["bus_gbps"] * 1000, 0.5)
     assert slow and "under 0.5 x the declared link rate" in slow[0]
     print("loopback all-reduce:", record)
+
+
+@pytest.mark.slow
+@pytest.mark.multinode
+@pytest.mark.container
+def test_on_the_sim_a_missing_interface_and_a_link_without_carrier_are_named(tmp_path):
+    """sim-w1 declares TP_SOCKET_IFNAME=eth7 (absent there) and NCCL_SOCKET_IFNAME=sgv0, a veth end set up whose
+    peer is down (no carrier); the all-reduce still crosses the real fabric and meets local-sim's declared rate."""
+    worker = "sim-w1"
+    with simulation() as sim:
+        before = census(sim)
+        cluster = cluster_variant(tmp_path, {worker: {"NCCL_SOCKET_IFNAME": "sgv0", "TP_SOCKET_IFNAME": "eth7"}})
+        stack = new_stack(tmp_path, cluster=cluster)
+        node = stack.hosts[worker]  # the node itself: the vLLM container shares its network (--network host)
+        try:
+            node.check("ip link add sgv0 type veth peer name sgv1 && ip link set sgv0 up", "adding a veth pair")
+            report = stack.fabric()
+        finally:
+            node.run("ip link del sgv0 2>/dev/null")
+            assert stack.close() == []
+        assert census(sim) == before
+    assert len(report.problems) == 2, report.problems
+    assert report.problems[0].startswith(f"node {worker}: interface sgv0 (NCCL_SOCKET_IFNAME) has no carrier "
+                                         "(operstate "), report.problems
+    assert report.problems[1].startswith(f"node {worker}: TP_SOCKET_IFNAME=eth7 names interface 'eth7', which "
+                                         "does not exist there (it has eth0, lo, sgv0, sgv1)"), report.problems
+    reduce = report.allreduce
+    assert reduce["world"] == 2 and reduce["floor_gbps"] == 0.2 and reduce["bus_gbps"] > 0.2, reduce
+    print("sim all-reduce:", reduce)
