@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from servegate.config.cluster import Cluster, Node
 from servegate.errors import Location, NodeError
+from servegate.labels import owner_tag
 from servegate.lifecycle import Managed
 from servegate.nodes.host import NodeHost
 from servegate.render.launches import NodeLaunch, env_script
@@ -123,6 +124,7 @@ class RayCluster(Managed):
         launch = self.launch_for(node)
         env = launch.env if self.export_env else {}
         host.write_text(f"{base}.env", env_script(env, self.run_id, self.bin_dirs.get(node.name)))
+        host.write_text(f"{base.rsplit('/', 1)[0]}/owner", owner_tag())  # a dead node's folder: clean removes it
         argv = [self._ray(node.name), *launch.argv[1:]]
         self.log(" ".join(shlex.quote(a) for a in argv), node.name)
         self.started[node.name] = host.spawn(argv, env_file=f"{base}.env", log_path=f"{base}.log")
@@ -223,7 +225,7 @@ class RayCluster(Managed):
                 host.kill_group(pgid, grace_s=5)
             node = next(n for n in self.cluster.nodes if n.name == name)
             base = f"{host.home_path(node.workdir)}/runs/{self.run_id}/ray"
-            host.remove_files(f"{base}.env", f"{base}.log")  # env: may hold secrets; log: saved first (logs())
+            host.remove_files(f"{base}.env", f"{base}.log", f"{base.rsplit('/', 1)[0]}/owner")  # env may hold secrets
             leftover = host.run(f"pgrep -f {RAY_DAEMONS}").stdout.split()
             if (pgid and host.group_alive(pgid)) or leftover:
                 survivors.append(f"{name}: Ray still running (pgid {pgid}, daemons {leftover})")
