@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
@@ -107,7 +108,22 @@ def _bring_up(session: nox.Session) -> dict[str, str]:
         if not any(shutil.which(name) for name in BROWSERS):
             missing["report in a real browser (tests/test_report.py PNG)"] = (
                 "chromium could not be installed" if root else "not root: `apt-get install -y chromium` first")
+    why = _sparkrun_referee(session, root)
+    if why:
+        missing["sparkrun's own loader as referee (tests/test_sparkrun.py, a Debian trixie chroot)"] = why
     return missing
+
+
+def _sparkrun_referee(session: nox.Session, root: bool) -> str | None:
+    """Build sparkrun 0.4.2's loader (debootstrap trixie + venv, about a minute; reused once complete) ahead of
+    the tests; None when ready, else why not. The tests build it too, and fail rather than skip on CI=true."""
+    if not root:
+        return "not root: it is built with debootstrap and entered with chroot"
+    session.log("sparkrun referee: python3 tests/sparkrun_referee.py (debootstrap trixie + sparkrun 0.4.2)")
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "sparkrun_referee.py")], capture_output=True,
+                          text=True)
+    session.log((done.stdout + done.stderr).strip()[-2000:])
+    return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["it could not be built"])[-1]
 
 
 def _summary(session: nox.Session, missing: dict[str, str], outcomes: dict[str, str]) -> None:
@@ -115,7 +131,7 @@ def _summary(session: nox.Session, missing: dict[str, str], outcomes: dict[str, 
     lines = [bar, "servegate tests: tiers", bar]
     lines += [f"  {name:28} {outcome}" for name, outcome in outcomes.items()]
     lines += [f"  NOT RUN: {tier}\n           why: {why}" for tier, why in missing.items()] or [
-        "  every tier could run on this machine (docker engine, chromium present)"]
+        "  every tier could run on this machine (docker engine, chromium, sparkrun referee present)"]
     lines.append(bar)
     (session.warn if missing else session.log)("\n" + "\n".join(lines))
 
@@ -123,7 +139,8 @@ def _summary(session: nox.Session, missing: dict[str, str], outcomes: dict[str, 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The project's own tests: lib unit tests, fixture tests, and the end-to-end local deploy. As root it
-    first brings up what the tiers need (docker engine, chromium); a summary block says what could not run."""
+    first brings up what the tiers need (docker engine, chromium, sparkrun referee); a summary block says what
+    could not run."""
     _install(session)
     missing = _bring_up(session)
     outcomes = {"tests/ (unit, e2e)": "not run", "scenarios/ (local deploy)": "not run"}
