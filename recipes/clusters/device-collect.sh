@@ -7,6 +7,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 results=${1:-/tmp/sg-results}
 out=${2:-$OUT}
+# servegate's CLI imports pytest-testinfra, which the GPU image lacks: the bundle's site (SITE) has it
+site=${SITE:-/tmp/site}
+[ -d "$site" ] && PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 PYTHONPATH="$repo/lib${PYTHONPATH:+:$PYTHONPATH}" python3 -m servegate collect "$results" --out "$out" \
   ${3:+--name "$3"}
 ls -l "$out"
