@@ -35,8 +35,20 @@ from servegate.nodes.host import NodeHost
 from servegate.render.command import render
 from servegate.stack import default_cluster_path
 
+LIB = Path(__file__).resolve().parents[2]
+TRACE_HOOK = Path(__file__).resolve().parent / "tracehook"
+
 
 def parse_case(text: str) -> dict:
+    """NAME:K=V,K=V (recipe settings), or a JSON object {"name", "set", "argv", "trace"}: "argv" edits the
+    rendered command (seeds.edit_argv: a value sets the flag, null drops it with its value, "drop-switch"
+    drops a bare switch), "trace" records what is alive at profile_run's peak (memory/trace_peak.py)."""
+    if text.lstrip().startswith("{"):
+        case = json.loads(text)
+        unknown = set(case) - {"name", "set", "argv", "trace"}
+        if unknown or not isinstance(case.get("name"), str):
+            raise SystemExit(f"--case {text}: needs a string 'name'; unknown keys {sorted(unknown)}")
+        return {"set": {}, **case}
     name, _, rest = text.partition(":")
     overrides = dict(parse_override(item) for item in rest.split(",") if item)
     return {"name": name, "set": overrides}
@@ -82,11 +94,16 @@ def run_case(recipe, cluster, hosts, case: dict, base_set: dict, out: Path, prof
     log_path = out / f"{case['name']}.log"
     serve = next(launch for launch in rendered.launches if launch.role == "serve")
     env = {**os.environ, **serve.env, "VLLM_LOGGING_LEVEL": "DEBUG"}
+    if case.get("trace"):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TRACE_HOOK), str(LIB), env.get("PYTHONPATH")]))
+        env["SERVEGATE_TRACE_PROFILE"] = str(out / f"{case['name']}-peak.json")
     ran = launch(["bash", "-c", shlex.join(rendered.serve_argv)], env,
                  log_path, rendered.port, recipe.expect.ready_timeout_s or 600)
     text = log_path.read_text(errors="replace")
     logged = {**parse_log(text), **parse_kv_log(text)}
-    row = {"case": case["name"], "set": case.get("set", {}), **ran, "logged": logged,
+    peak = out / f"{case['name']}-peak.json"
+    row = {"case": case["name"], "set": case.get("set", {}), "argv": case.get("argv") or {}, **ran, "logged": logged,
+           "peak_trace": json.loads(peak.read_text()) if peak.exists() else None,
            "plan": {"verdict": plan.verdict, "kv_gib": plan.kv_budget_bytes / GIB, "kv_tokens": plan.capacity.tokens,
                     "weights_gib": plan.weight_bytes_per_rank / GIB,
                     "terms": {t.name: t.bytes / GIB for t in plan.terms}}}
@@ -101,6 +118,7 @@ def profile_from(row: dict, recipe, cluster, base_set: dict, hosts) -> dict | No
     if "kv_cache_gib" not in logged:
         return None
     rendered = render(recipe, cluster, {**base_set, **row["set"]})
+    rendered.serve_argv[:] = edit_argv(rendered.serve_argv, row.get("argv") or {})
     plan = plan_for(rendered, hosts)
     return {"path": f"case {row['case']}", "calibration": {
         "budget_gib": plan.budget_bytes / GIB, "max_num_batched_tokens": plan.max_num_batched_tokens,
@@ -126,6 +144,7 @@ def replay(recorded: Path, spec_path: str, gpu_total_bytes: int, recipe_path: st
     out = []
     for row in rows:
         rendered = render(recipe, cluster, row["set"])
+        rendered.serve_argv[:] = edit_argv(rendered.serve_argv, row.get("argv") or {})
         serve = next(launch for launch in rendered.launches if launch.role == "serve")
 
         def plan(with_profile, rendered=rendered, serve=serve):
@@ -149,7 +168,7 @@ def replay(recorded: Path, spec_path: str, gpu_total_bytes: int, recipe_path: st
         if profile is None and "kv_cache_gib" in logged:
             profile = {"path": f"case {row['case']}", "calibration": {
                 "budget_gib": terms.budget_bytes / GIB, "max_num_batched_tokens": terms.max_num_batched_tokens,
-                "max_num_seqs": terms.max_num_seqs, "drafts_with_mtp": False, "ranks": 1},
+                "max_num_seqs": terms.max_num_seqs, "drafts_with_mtp": terms.drafts_with_mtp, "ranks": 1},
                 "measured": {k: logged.get(k) for k in ("kv_cache_gib", "weights_gib", "peak_activation_gib",
                                                         "non_torch_gib")}}
     return out

@@ -21,6 +21,13 @@ PATTERNS = {
     "kv_space_gib": re.compile(r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache"),
     "mamba_padding_pct": re.compile(r"Padding mamba page size by ([\d.]+)%"),
     "attention_block_size": re.compile(r"Setting attention block size to (\d+) tokens"),
+    # CUDA graphs (vLLM 0.21+ gpu_model_runner.profile_cudagraph_memory / capture_model)
+    "cudagraph_estimate_gib": re.compile(r"Estimated CUDA graph memory: ([\d.]+) GiB total"),
+    "cudagraph_gib": re.compile(r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB"),
+    "cudagraph_first_mib": re.compile(r"Estimated \w+ CUDA graph memory: ([\d.]+) MiB first-capture"),
+    "cudagraph_count": re.compile(r"Estimated \w+ CUDA graph memory: [\d.]+ MiB first-capture \+ \((\d+)-1\)"),
+    "cudagraph_per_graph_mib": re.compile(r"Estimated \w+ CUDA graph memory: [\d.]+ MiB first-capture \+ "
+                                          r"\(\d+-1\) \S+ ([\d.]+) MiB per-graph"),
 }
 
 

@@ -1,0 +1,176 @@
+"""What is alive at the torch peak of vLLM's profile_run: the measurement behind the activation term.
+
+vLLM sizes the KV cache as the reservation less weights, non-torch memory and the torch peak of one
+dummy forward of max_num_batched_tokens tokens (gpu_worker.determine_available_memory). The planner
+predicts that peak from the model's dims (memory/terms.py). To see which allocations make it up, a GPU
+run records the CUDA caching allocator's trace during profile_run (torch.cuda.memory._record_memory_history)
+and replays it: the running sum of allocations and frees, the moment of the peak, and every block alive
+then, grouped by the innermost vLLM source line that allocated it.
+
+    # on the GPU machine, for one launch (memory/gpu_runs.py does this for a case with "trace": true):
+    PYTHONPATH=lib/servegate/memory/tracehook:$PYTHONPATH SERVEGATE_TRACE_PROFILE=peak.json vllm serve ...
+    # here, a JSON written there:
+    python -m servegate.memory.trace_peak peak.json
+
+install() is what the hook's sitecustomize calls; analyze() is pure (a snapshot dict in, a summary out).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+TARGET_MODULE = "vllm.v1.worker.gpu_model_runner"
+MAX_ENTRIES = 2_000_000
+TOP = 40
+
+
+def _site(frames: list[dict], depth: int = 3) -> str:
+    """The innermost frames in vLLM's own source (up to `depth`), 'file:line:function' innermost first."""
+    out = []
+    for frame in frames or []:
+        name = str(frame.get("filename", ""))
+        if "/vllm/" not in name or "/memory/trace_peak" in name:
+            continue
+        short = name.split("/vllm/", 1)[1]
+        out.append(f"{short}:{frame.get('line')}:{frame.get('name')}")
+        if len(out) == depth:
+            break
+    return " < ".join(out) or "(no vLLM frame)"
+
+
+def analyze(snapshot: dict, device: int = 0) -> dict:
+    """Replay one device's trace: bytes allocated since recording began, its peak, and the live blocks then.
+
+    Allocated bytes rise on 'alloc' and fall on 'free_requested' (a block freed while a stream still uses
+    it is completed later; torch's allocated_bytes stat falls at the request). A free of a block allocated
+    before recording began lowers the sum too (its size is in the event)."""
+    traces = snapshot.get("device_traces") or []
+    events = traces[device] if device < len(traces) else []
+    live: dict[int, tuple[int, str]] = {}
+    current = peak = 0
+    peak_live: dict[int, tuple[int, str]] = {}
+    peak_index = -1
+    for index, event in enumerate(events):
+        action, addr, size = event.get("action"), event.get("addr"), int(event.get("size") or 0)
+        if action == "alloc":
+            live[addr] = (size, _site(event.get("frames")))
+            current += size
+            if current > peak:
+                peak, peak_index, peak_live = current, index, dict(live)
+        elif action == "free_requested":
+            current -= size
+            live.pop(addr, None)
+        elif action == "free_completed" and addr in live:  # a free whose request was not recorded
+            current -= live.pop(addr)[0]
+    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for size, site in peak_live.values():
+        groups[site][0] += size
+        groups[site][1] += 1
+    ranked = sorted(groups.items(), key=lambda item: -item[1][0])
+    return {
+        "events": len(events),
+        "peak_bytes": peak,
+        "peak_event": peak_index,
+        "live_at_peak_bytes": sum(size for size, _ in peak_live.values()),
+        "sites": [{"bytes": b, "blocks": n, "site": site} for site, (b, n) in ranked[:TOP]],
+        "other_bytes": sum(b for _, (b, _n) in ranked[TOP:]),
+    }
+
+
+def _wrap(runner_class, out_path: str) -> None:
+    original = runner_class.profile_run
+    if getattr(original, "_servegate_traced", False):
+        return
+
+    def profile_run(self, *args, **kwargs):
+        import torch
+
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_stats().get("allocated_bytes.all.current", 0)
+        torch.cuda.memory._record_memory_history(enabled="all", context="alloc", stacks="python",
+                                                 max_entries=MAX_ENTRIES, clear_history=True)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            torch.cuda.synchronize()
+            stats = torch.cuda.memory_stats()
+            summary = analyze(torch.cuda.memory._snapshot(), torch.cuda.current_device())
+            torch.cuda.memory._record_memory_history(enabled=None)
+            summary.update(allocated_before_bytes=before,
+                           torch_peak_bytes=stats.get("allocated_bytes.all.peak", 0),
+                           torch_peak_increase_bytes=stats.get("allocated_bytes.all.peak", 0) - before)
+            Path(out_path).write_text(json.dumps(summary, indent=1) + "\n")
+
+    profile_run._servegate_traced = True
+    runner_class.profile_run = profile_run
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Wraps GPUModelRunner.profile_run as soon as vLLM's module is executed (in the engine process)."""
+
+    def __init__(self, out_path: str):
+        self.out_path = out_path
+
+    def find_spec(self, name, path, target=None):
+        if name != TARGET_MODULE:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            from importlib.util import find_spec
+
+            spec = find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, out_path = spec.loader, self.out_path
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                _wrap(module.GPUModelRunner, out_path)
+
+        spec.loader = Loader()
+        return spec
+
+
+def install(out_path: str) -> None:
+    if TARGET_MODULE in sys.modules:
+        _wrap(sys.modules[TARGET_MODULE].GPUModelRunner, out_path)
+        return
+    sys.meta_path.insert(0, _Finder(out_path))
+
+
+def print_summary(summary: dict) -> None:
+    gib = 2**30
+    print(f"torch peak increase {summary.get('torch_peak_increase_bytes', 0) / gib:.3f} GiB (vLLM's figure); "
+          f"replayed peak {summary['peak_bytes'] / gib:.3f} GiB over {summary['events']} events")
+    for row in summary["sites"]:
+        print(f"{row['bytes'] / gib:8.3f} GiB {row['blocks']:5d}  {row['site']}")
+    if summary.get("other_bytes"):
+        print(f"{summary['other_bytes'] / gib:8.3f} GiB        (other sites)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m servegate.memory.trace_peak PEAK_JSON", file=sys.stderr)
+        return 2
+    try:
+        summary = json.loads(Path(args[0]).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"{args[0]}: cannot read the peak summary: {exc}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

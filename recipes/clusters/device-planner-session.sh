@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue 17's second GPU session (after device-h200-memory.sh): the real-width Nano, Super and Ultra stand-ins,
+# each generated on the machine, served by vLLM 0.25 at several settings, the planner's prediction made
+# before every launch (memory/gpu_runs.py). Cases marked "trace" record what is alive at profile_run's torch
+# peak (memory/trace_peak.py): the measurement behind the activation term. Meant to run detached (setsid
+# nohup) after the bundle was carried to BUNDLE; progress in RESULTS/session.log, "session done" ends it.
+# One model at a time on disk (64 GiB): Nano 16 GiB, Super 30 GiB, Ultra 46 GiB.
+# Usage: BUNDLE=/tmp/bundle RESULTS=/tmp/sg-results bash recipes/clusters/device-planner-session.sh [nano super ultra]
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bundle=${BUNDLE:-/tmp/bundle}
+results=${RESULTS:-/tmp/sg-results}
+mkdir -p "$results"
+log() { echo "$(date -u +%T) $*" | tee -a "$results/session.log"; }
+cd "$repo"
+
+log "installing $bundle"
+AIPERF_SITE=/tmp/aiperf-site bash recipes/clusters/device-h100-setup.sh "$bundle" /tmp/site \
+  >> "$results/session.log" 2>&1 || { log "setup failed (see session.log)"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$results/session.log"
+
+MTP3='{"method":"mtp","num_speculative_tokens":3}'
+nano_cases=(
+  '{"name":"n-u020-t","set":{"gpu_memory_utilization":0.2},"trace":true}'
+  '{"name":"n-u020-b2k-t","set":{"gpu_memory_utilization":0.2,"max_num_batched_tokens":2048},"trace":true}'
+  '{"name":"n-u030-ctx64k-s4","set":{"gpu_memory_utilization":0.3,"max_model_len":65536,"max_num_seqs":4}}'
+  '{"name":"n-u030-fp8-t","set":{"gpu_memory_utilization":0.3},"argv":{"--quantization":"fp8"},"trace":true}'
+  '{"name":"n-u030-graphs","set":{"gpu_memory_utilization":0.3,"max_num_seqs":8},"argv":{"--enforce-eager":"drop-switch"}}'
+)
+super_cases=(
+  '{"name":"s-u050-t","set":{},"trace":true}'
+  "{\"name\":\"s-u050-mtp3-t\",\"set\":{},\"argv\":{\"--speculative-config\":$(printf '%s' "$MTP3" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')},\"trace\":true}"
+  '{"name":"s-u050-b16k-t","set":{"max_num_batched_tokens":16384},"trace":true}'
+)
+ultra_cases=(
+  '{"name":"u-u050-t","set":{},"trace":true}'
+  "{\"name\":\"u-u050-mtp3\",\"set\":{},\"argv\":{\"--speculative-config\":$(printf '%s' "$MTP3" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')}}"
+)
+
+for model in "${@:-nano super ultra}"; do
+  for m in $model; do
+    folder=/tmp/$m-standin
+    log "$m: generating $folder"
+    rm -rf "$folder"; mkdir -p "$folder"
+    PYTHONPATH=/tmp/site:lib python3 -m servegate.models "recipes/models/nemotron-3-$m-standin.yaml" "$folder" \
+      >> "$results/session.log" 2>&1 || { log "$m: generation failed"; continue; }
+    log "$m: generated $(du -sh "$folder" | cut -f1)"
+    declare -n cases="${m}_cases"
+    args=(); for c in "${cases[@]}"; do args+=(--case "$c"); done
+    mkdir -p "$results/$m"
+    PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:lib \
+      python3 -m servegate.memory.gpu_runs "recipes/gpu-$m-standin.yaml" --out "$results/$m" "${args[@]}" \
+      2>&1 | tee -a "$results/session.log" | grep -v "^ " >> "$results/$m/table.txt"
+    log "$m: runs done"
+    rm -rf "$folder"
+  done
+done
+log "session done"
