@@ -26,7 +26,14 @@ def case_ids(model):
     return [c["name"] for c in CASES[model]["cases"]]
 
 
-@pytest.mark.parametrize("case", CASES["ultra"]["cases"], ids=case_ids("ultra"))
+def known(model):
+    """The cases, with the ones seed_cases.yaml says the terms miss marked as strict expected failures:
+    reported as xfail (not as passes), and a pass there fails the run so the note gets updated."""
+    return [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=c["planner_misses"]))
+            if c.get("planner_misses") else c for c in CASES[model]["cases"]]
+
+
+@pytest.mark.parametrize("case", known("ultra"), ids=case_ids("ultra"))
 def test_ultra_attempts_fail_where_seed_000_failed(case):
     row = seeds.judge_case("ultra", CASES["ultra"]["recipe"], case)
     assert row.predicted == case["outcome"], "\n".join(row.plan.lines())
@@ -54,7 +61,8 @@ def test_nano_calibrated_at_the_failed_start_predicts_every_working_row(case):
 
 
 def test_a_failed_start_logs_a_negative_kv_figure_that_still_calibrates():
-    log = "INFO [gpu_worker.py:1] Available KV cache memory: -1.8 GiB\nValueError: No available memory for the cache blocks"
+    log = ("INFO [gpu_worker.py:1] Available KV cache memory: -1.8 GiB\n"
+           "ValueError: No available memory for the cache blocks")
     assert parse_log(log)["kv_cache_gib"] == -1.8
     assert load_profile(NANO_FAILED_START)["measured"]["kv_cache_gib"] == -1.8
 
@@ -140,6 +148,25 @@ def test_h200_runs_replayed_start_or_not_and_calibrated_kv_within_5_percent():
             assert abs(row["calibrated"]["kv_tokens"] / logged["kv_tokens"] - 1) < 0.05, row
         if started:
             assert abs(row["gpu_used_plan_gib"] / row["gpu_used_gib"] - 1) < 0.05, row
+
+
+H100_RUN = ROOT / "results/gpu/20261205-h100-planner-standins.json"
+
+
+def test_h100_real_width_runs_replayed_from_terms_alone():
+    """Nano, Super and Ultra at real width on the H100 (vLLM 0.25): start/no-start from terms alone, and
+    where vLLM started, KV tokens and GPU memory at ready within 5 % with no calibration at all."""
+    from servegate.memory.gpu_runs import replay_record
+
+    groups = dict(replay_record(H100_RUN, "", 0.0, ""))
+    assert sorted(groups) == ["nano", "super", "ultra"]
+    for rows in groups.values():
+        for row in rows:
+            started = row["vllm"] == "ready"
+            assert (row["terms"]["verdict"] != "fail") == started, row
+            if started:
+                assert abs(row["terms"]["kv_tokens"] / row["logged"]["kv_tokens"] - 1) < 0.05, row
+                assert abs(row["gpu_used_plan_gib"] / row["gpu_used_gib"] - 1) < 0.05, row
 
 
 def test_prefix_caching_default_follows_the_vllm_version_for_hybrid_models():

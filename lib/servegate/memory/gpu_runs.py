@@ -128,7 +128,23 @@ def profile_from(row: dict, recipe, cluster, base_set: dict, hosts) -> dict | No
                                                 "non_torch_gib")}}
 
 
-def replay(recorded: Path, spec_path: str, gpu_total_bytes: int, recipe_path: str) -> list[dict]:
+def replay_record(recorded: Path, spec_path: str, gpu_total_gib: float, recipe_path: str) -> list[tuple[str, list]]:
+    """A recorded session, offline: either gpu-runs.json as written (one recipe, the arguments name the
+    stand-in spec and the GPU total) or a grouped record {"groups": [{"name", "recipe", "spec",
+    "gpu_total_gib", "rows"}]} (one group per stand-in, as results/gpu/20261205-h100-planner-standins.json)."""
+    data = json.loads(Path(recorded).read_text())
+    if isinstance(data, list):
+        return [(Path(recipe_path).stem, replay(data, spec_path, int(gpu_total_gib * GIB), recipe_path))]
+    repo = Path(recorded).resolve().parents[2]  # results/gpu/NAME.json: paths in it are the repository's
+
+    def at(path: str) -> str:
+        return path if Path(path).is_absolute() or Path(path).exists() else str(repo / path)
+
+    return [(group["name"], replay(group["rows"], at(group["spec"]), int(group["gpu_total_gib"] * GIB),
+                                   at(group["recipe"]))) for group in data["groups"]]
+
+
+def replay(recorded: Path | list, spec_path: str, gpu_total_bytes: int, recipe_path: str) -> list[dict]:
     """The planner of this checkout against a recorded run, offline: the stand-in's config from its spec,
     its bf16 weight bytes from the tensor plan, the GPU's CUDA-visible total as vLLM logged it."""
     from servegate.memory.plan import PlanContext, build_plan
@@ -140,7 +156,8 @@ def replay(recorded: Path, spec_path: str, gpu_total_bytes: int, recipe_path: st
     shape = shape_from_config(config_json(spec, 0, 0), name=spec.name, source=spec_path)
     recipe = load_recipe(recipe_path)
     cluster = load_cluster(default_cluster_path(recipe))
-    rows, profile = json.loads(Path(recorded).read_text()), None
+    rows = recorded if isinstance(recorded, list) else json.loads(Path(recorded).read_text())
+    profile = None
     out = []
     for row in rows:
         rendered = render(recipe, cluster, row["set"])
@@ -160,7 +177,7 @@ def replay(recorded: Path, spec_path: str, gpu_total_bytes: int, recipe_path: st
                     "gpu_used_gib": row["gpu_used_mib"] / 1024 if row.get("gpu_used_mib") else None,
                     "gpu_used_plan_gib": (terms.budget_bytes + CUDA_CONTEXT_BYTES) / GIB,
                     "terms": {"verdict": terms.verdict, "kv_gib": terms.kv_budget_bytes / GIB,
-                              "kv_tokens": terms.capacity.tokens,
+                              "kv_tokens": terms.capacity.tokens, "weights_gib": terms.weight_bytes_per_rank / GIB,
                               "activation_gib": sum(t.bytes for t in terms.terms if t.name == "activation peak") / GIB},
                     "calibrated": calibrated and {"verdict": calibrated.verdict,
                                                   "kv_gib": calibrated.kv_budget_bytes / GIB,
@@ -191,6 +208,9 @@ def print_replay(rows: list[dict]) -> None:
               f"{int(tok) if tok else '-':>12} {tm['kv_tokens']:>10,} {pct(tm['kv_tokens'], tok) if tok else '':>7} "
               f"{cb.get('kv_tokens', 0):>10,} {pct(cb['kv_tokens'], tok) if tok and cb else '':>7}"
               f"  start: plan {plan_start}"
+              + (f"; act {tm['activation_gib']:.2f} vs {lg['peak_activation_gib']}"
+                 if lg.get("peak_activation_gib") is not None else "")
+              + (f"; weights {tm['weights_gib']:.2f} vs {lg['weights_gib']}" if lg.get("weights_gib") else "")
               + (f"; GPU used {r['gpu_used_gib']:.2f} GiB, plan {r['gpu_used_plan_gib']:.2f} "
                  f"({pct(r['gpu_used_plan_gib'], r['gpu_used_gib'])})" if r["gpu_used_gib"] else ""))
 
@@ -206,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", default=[], metavar="NAME:K=V,K=V")
     args = parser.parse_args(argv)
     if args.replay:
-        rows = replay(Path(args.replay), args.spec, int(args.gpu_total_gib * GIB), args.recipe)
-        print_replay(rows)
+        for name, rows in replay_record(Path(args.replay), args.spec, args.gpu_total_gib, args.recipe):
+            print(f"== {name}")
+            print_replay(rows)
         return 0
     if not args.out:
         parser.error("--out is required")

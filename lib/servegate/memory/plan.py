@@ -134,7 +134,8 @@ def _notes(shape: ModelShape, layout: _Layout) -> list[str]:
     return notes
 
 
-def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: PlanContext) -> list[t.Term]:
+def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: PlanContext,
+                   hint: str = "") -> list[t.Term]:
     """Weights, activation peak and non-torch memory per rank (the recipe's overhead_gib replaces the last two)."""
     world = layout.tp * layout.pp
     if ctx.platform == "cpu":
@@ -146,13 +147,15 @@ def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: P
     if ctx.platform == "cpu":
         return [weights, t.Term("runtime", int(CPU_OVERHEAD_GIB * GIB), "CPU engine beside weights", "default")]
     ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
-    activation = t.activation(shape, layout.batch, layout.seqs, layout.tp, ep)
+    backend = t.moe_backend(ctx.argv, ctx.env, hint)
+    activation = t.activation(shape, layout.batch, layout.seqs, layout.tp, ep, f.drafts_with_mtp_layers(ctx.argv),
+                              backend)
     if ctx.profile is None:
         return [weights, activation, t.non_torch()]
-    return _calibrated(shape, weight_bytes, layout, ctx, weights, activation)
+    return _calibrated(shape, weight_bytes, layout, ctx, weights, activation, backend)
 
 
-def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t.Term) -> list[t.Term]:
+def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t.Term, backend: str) -> list[t.Term]:
     """Weights, activation and residual from a calibration run (memory/profile.py)."""
     cal, measured, where = ctx.profile["calibration"], ctx.profile["measured"], ctx.profile.get("path", "profile")
     ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
@@ -164,12 +167,14 @@ def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t
                          f"new/calibration ({weights.formula})", where)
     else:
         loaded = cal_weights.bytes
-    cal_act = t.activation(shape, int(cal["max_num_batched_tokens"]), int(cal["max_num_seqs"]), layout.tp, ep)
+    cal_act = t.activation(shape, int(cal["max_num_batched_tokens"]), int(cal["max_num_seqs"]), layout.tp, ep,
+                           bool(cal["drafts_with_mtp"]), backend)
     scale = 1.0
     if measured.get("peak_activation_gib") is not None and cal_act.bytes:
         scale = measured["peak_activation_gib"] * GIB / cal_act.bytes
     act = t.Term("activation peak", int(activation.bytes * scale),
-                 f"{activation.formula} x {scale:.3f} (measured / formula at calibration)", where)
+                 f"{activation.formula} x {scale:.3f} (measured / formula at calibration)", where,
+                 kept=int(activation.kept * scale))
     non_kv = cal["budget_gib"] * GIB - measured["kv_cache_gib"] * GIB
     residual = int(non_kv - loaded - cal_act.bytes * scale)
     return [weights, act, t.Term(
@@ -184,14 +189,15 @@ def build_plan(
     layout = _layout(shape, ctx)
     world = layout.tp * layout.pp
     ranks_per_node = ceil(world / max(1, len(ctx.node_names)))
-    runtime = _runtime_terms(shape, weight_bytes, layout, ctx)
+    runtime = _runtime_terms(shape, weight_bytes, layout, ctx, f"{model} {weight_source}")
     weights_rank, overhead = runtime[0].bytes, sum(term.bytes for term in runtime[1:])
     budget, kv_budget, source = _budget(ctx, weights_rank, overhead)
     footprint = budget if budget is not None else weights_rank + kv_budget + overhead
     node_terms: list[t.Term] = []
     if ctx.unified:
-        activation = next((term.bytes for term in runtime if term.name == "activation peak"), 0)
-        node_terms = t.node_terms(ctx.uses_ray, ranks_per_node * activation)
+        # what a prefill chunk allocates again: the activation peak less the workspace vLLM keeps
+        transient = next((term.bytes - term.kept for term in runtime if term.name == "activation peak"), 0)
+        node_terms = t.node_terms(ctx.uses_ray, ranks_per_node * transient)
     beside = sum(term.bytes for term in node_terms[:-1])
     node_footprint = ranks_per_node * footprint + beside if ctx.gpu_total_bytes is None else 0
     one = layout.one_sequence

@@ -5,16 +5,20 @@ Inside the GPU reservation (vLLM 0.18-0.34 gpu_worker.determine_available_memory
     KV = requested - (weights + torch peak during profile_run + non-torch increase)
   - weights:     the checkpoint split over TP x PP ranks; a NemotronH checkpoint's MTP layers are loaded
                  only when --speculative-config drafts with them, so they are charged only then.
-  - activation:  the torch peak of profile_run, one dummy forward of max_num_batched_tokens tokens and
-                 one dummy sampler run over max_num_seqs rows. Layers run one after another, so the peak is
-                 the residual stream plus the largest single layer's workspace:
-                   MoE  M x topk x (max(N_act, K) + max(N, K)) x 2 B   (vLLM 0.25 experts/triton_moe.py
-                        workspace_shapes: workspace1 + workspace2; N = the expert's w1 rows on this rank,
-                        N_act = N/2 when gated, K = hidden or the LatentMoE latent width)
-                   MLP  M x I_rank x (2 if gated else 1) x 2 B
-                   Mamba-2  in_proj, conv, SSM and norm outputs (M x widths x 2 B) + chunk states in fp32
-                        and their state-passing copy + CB in fp32 (mamba_mixer2.py, ops/ssd_combined.py)
-                   residual stream  3 x M x hidden x 2 B
+  - activation:  the torch peak of profile_run, one dummy forward of max_num_batched_tokens (M) tokens and
+                 one dummy sampler run over max_num_seqs rows. Layers run in order; each one's peak is the
+                 residual stream (hidden + residual, 2 x M x hidden x 2 B) + its own temporaries + the fused-MoE
+                 workspace once the first MoE layer has made it: the WorkspaceManager keeps it for the
+                 engine's life (vLLM 0.25 v1/worker/workspace.py), so a Mamba layer after a MoE layer peaks
+                 on top of it. Measured with memory/trace_peak.py (the allocator trace at the torch peak).
+                   MoE workspace  M x topk x (max(N_act, K) + max(N, K)) x 2 B (experts/triton_moe.py
+                        workspace_shapes; N = the expert's w1 rows on this rank, N_act = N/2 when gated,
+                        K = hidden or the LatentMoE latent width)
+                   Mamba-2  in_proj output M x (2 I + 2 G S + H) x 2 B, ssm_output M x I x 2 B, the gated
+                        norm's fp32 temporaries 2 x M x I x 4 B, a GEMM output of M x 2 G S x 2 B
+                        (profile path of mamba_mixer2: no chunk scan runs without attention metadata)
+                   attention  qkv, attention output and o_proj output;  MLP  up, act, down outputs
+                   MoE (beside the workspace)  shared output, latent in/out, shared + routed sum
                  and the sampler: max_num_seqs x vocab x 20 B (fp32 logits, probs and sorted values,
                  int64 sort indices for top-k/top-p: _dummy_sampler_run).
   - non-torch:   what vLLM's profiler counts as non-torch growth (cuBLAS workspaces and the like; the CUDA
@@ -62,6 +66,7 @@ class Term:
     bytes: int
     formula: str
     source: str
+    kept: int = 0  # of bytes, what stays allocated after the step that peaked (a persistent workspace)
 
     def line(self) -> str:
         return f"{self.name}: {self.bytes / GIB:.2f} GiB = {self.formula} [{self.source}]"
@@ -119,55 +124,122 @@ def weights(shape: ModelShape, checkpoint_bytes: int, world: int, drafts_with_mt
     )
 
 
-def _moe(shape: ModelShape, tokens: int, tp: int, expert_parallel: bool) -> int:
-    if not shape.experts or not shape.experts_per_token:
-        return 0
+MOE_BACKENDS = ("triton", "marlin", "flashinfer_cutlass")
+
+
+def moe_backend(argv: list[str], env: dict[str, str], model: str) -> str:
+    """Which fused-MoE kernel vLLM picks, as far as the workspace is concerned: --moe-backend when given,
+    else Marlin where the recipe forces it (VLLM_TEST_FORCE_FP8_MARLIN for FP8, VLLM_USE_FLASHINFER_MOE_FP4=0
+    or VLLM_NVFP4_GEMM_BACKEND=marlin for NVFP4), else Triton (unquantized and FP8 on Hopper)."""
+    from servegate.render.argv import flag_value
+
+    named = (flag_value(argv, "--moe-backend") or "").strip().lower()
+    if named in MOE_BACKENDS:
+        return named
+    quant = ((flag_value(argv, "--quantization") or "") + " " + model).lower()
+    if "fp4" in quant and (env.get("VLLM_USE_FLASHINFER_MOE_FP4") == "0"
+                           or env.get("VLLM_NVFP4_GEMM_BACKEND", "").lower() == "marlin"):
+        return "marlin"
+    if "fp8" in quant and env.get("VLLM_TEST_FORCE_FP8_MARLIN") == "1":
+        return "marlin"
+    return "triton"
+
+
+def _moe_widths(shape: ModelShape, tp: int, expert_parallel: bool) -> tuple[int, int, int]:
+    """(N: w1 rows on this rank, N_act: the activation's output width, K: the experts' input width)."""
     n = shape.moe_intermediate_size * (2 if gated(shape) else 1)
     n_rank = n if expert_parallel else ceil(n / tp)
-    n_act = n_rank // 2 if gated(shape) else n_rank
-    k = shape.moe_latent_size or shape.hidden_size
-    return tokens * shape.experts_per_token * (max(n_act, k) + max(n_rank, k)) * 2
+    return n_rank, n_rank // 2 if gated(shape) else n_rank, shape.moe_latent_size or shape.hidden_size
 
 
-def _mlp(shape: ModelShape, tokens: int, tp: int) -> int:
-    return tokens * ceil(shape.intermediate_size / tp) * (2 if gated(shape) else 1) * 2
+def _moe_workspace(shape: ModelShape, tokens: int, tp: int, expert_parallel: bool,
+                   backend: str = "triton") -> tuple[int, int]:
+    """(kept, per call) bytes of the fused-MoE workspace. The modular kernel's buffers come from the
+    WorkspaceManager (vLLM 0.25 v1/worker/workspace.py), which grows them to the largest request and keeps
+    them for the engine's life; a kernel's own scratch is allocated per call and freed.
+      triton  (M, topk, max(N_act, K)) [shared with the (M, K) output] + (M, topk, max(N, K)), bf16
+              (experts/triton_moe.py workspace_shapes): measured 0.492 GiB on the Nano stand-in at 8192
+      marlin  (M topk, max(N, K)) + (M topk max(2N, K)), bf16 (experts/marlin_moe.py): measured 0.586 GiB
+      flashinfer_cutlass  kept: (M, K/2) + (M, K) (experts/flashinfer_cutlass_moe.py, NVFP4 packed);
+              per call, FlashInfer's CUTLASS MoE runner (TensorRT-LLM getWorkspaceDeviceBufferSizes):
+              permuted input / fc2 output overlap max(R K q, 2 R K, R N q) + fc1 / GLU output overlap
+              max(2 R N g, 2 R K) + FP4 scales R max(K, N)/16, R = M topk, q = 0.5 B (NVFP4),
+              g = 2 when gated; not measured here (no FlashInfer on the lent GPU)"""
+    if not shape.experts or not shape.experts_per_token:
+        return 0, 0
+    n, n_act, k = _moe_widths(shape, tp, expert_parallel)
+    rows = tokens * shape.experts_per_token
+    if backend == "marlin":
+        return rows * max(n, k) * 2 + rows * max(2 * n, k) * 2, 0
+    if backend == "flashinfer_cutlass":
+        n_up = shape.moe_intermediate_size if expert_parallel else ceil(shape.moe_intermediate_size / tp)
+        glu = 2 if gated(shape) else 1
+        inputs = max(rows * k // 2, 2 * rows * k, rows * n_up // 2)
+        outputs = max(2 * rows * n_up * glu, 2 * rows * k)
+        return tokens * k * 3, inputs + outputs + rows * max(k, n_up) // 16
+    return rows * (max(n_act, k) + max(n, k)) * 2, 0
 
 
-def _mamba(shape: ModelShape, tokens: int, tp: int, state_bytes: int = 4) -> int:
-    """A Mamba-2 layer's prefill workspaces, alive together around the chunk scan (vLLM 0.25
-    mamba_mixer2.forward and ops/ssd_combined._mamba_chunk_scan_combined_fwd): in_proj output, conv
-    output, the preallocated SSM output, chunk states in fp32 and the state-passing output, CB in fp32,
-    and the gated norm's output."""
-    if not shape.mamba_layers:
-        return 0
-    inner, heads = ceil(shape.mamba_num_heads * shape.mamba_head_dim / tp), ceil(shape.mamba_num_heads / tp)
-    groups = shape.n_groups * shape.ssm_state_size
-    proj = tokens * (2 * inner + ceil(2 * groups / tp) + heads) * 2
-    conv = tokens * (inner + ceil(2 * groups / tp)) * 2
-    chunks = ceil(tokens / max(1, shape.mamba_chunk_size))
-    states = chunks * heads * shape.mamba_head_dim * shape.ssm_state_size * (4 + state_bytes)
-    cb = chunks * max(1, shape.n_groups // tp) * shape.mamba_chunk_size**2 * 4
-    return proj + conv + 2 * tokens * inner * 2 + states + cb
+def _layer_live(shape: ModelShape, kind: str, tokens: int, tp: int) -> int:
+    """What one layer holds at its own peak during profile_run, beyond the residual stream and the MoE
+    workspace (vLLM 0.25, no attention metadata: the profile path of each mixer)."""
+    m, h = tokens, shape.hidden_size
+    if kind == "mamba":
+        # mamba_mixer2.forward: in_proj output (alive to the end: the gate is a view of it), the
+        # preallocated ssm_output (line 541), and the gated RMSNorm's fp32 temporaries when
+        # n_groups != 1 (forward_native lines 112 and 138: x * silu(gate) and the normalised copy),
+        # plus one more GEMM output the width of B and C, seen at the peak in both traces.
+        inner = ceil(shape.mamba_num_heads * shape.mamba_head_dim / tp)
+        bc = ceil(2 * shape.n_groups * shape.ssm_state_size / tp)
+        heads = ceil(shape.mamba_num_heads / tp)
+        proj = m * (2 * inner + bc + heads) * 2
+        norm = 2 * m * inner * 4 if shape.n_groups != 1 else m * inner * 4
+        return proj + m * inner * 2 + norm + m * bc * 2
+    if kind == "attention":
+        # qkv output, the attention output, o_proj's output
+        q = ceil(shape.num_attention_heads / tp) * shape.head_dim
+        kv = max(1, ceil(shape.num_kv_heads / tp)) * shape.head_dim
+        return m * (q + 2 * kv) * 2 + m * q * 2 + m * h * 2
+    if kind == "mlp":
+        inter = ceil(shape.intermediate_size / tp)
+        return m * inter * (2 if gated(shape) else 1) * 2 + m * inter * 2 + m * h * 2
+    if kind == "moe":
+        # beside the workspace: the shared expert's output, the routed output brought back to hidden
+        # width and their sum (moe_runner.forward), and the latent input of a LatentMoE
+        shared = m * h * 2 if shape.shared_expert_intermediate_size else 0
+        latent = m * h * 2 + m * shape.moe_latent_size * 2 if shape.moe_latent_size else 0
+        return shared + latent + m * h * 2
+    return 0
 
 
-def activation(shape: ModelShape, tokens: int, seqs: int, tp: int, expert_parallel: bool) -> Term:
-    kinds = set(shape.layer_kinds) | set(shape.mtp_layer_kinds)
-    layer = {
-        "MoE dispatch": _moe(shape, tokens, tp, expert_parallel) if "moe" in kinds else 0,
-        "MLP": _mlp(shape, tokens, tp) if "mlp" in kinds else 0,
-        "Mamba-2 scan": _mamba(shape, tokens, tp),
-    }
-    largest = max(layer, key=layer.get)
-    residual = 3 * tokens * shape.hidden_size * 2
+def activation(shape: ModelShape, tokens: int, seqs: int, tp: int, expert_parallel: bool,
+               drafts_with_mtp: bool = False, backend: str = "triton") -> Term:
+    """The torch peak of profile_run's dummy forward: layers run in order, each adds its own temporaries
+    to the residual stream (hidden + residual, 2 x M x hidden x 2 B) and to the MoE workspace once the
+    first MoE layer has created it (it is never freed, so every later layer's peak sits on top of it).
+    Measured on H100 (results/gpu/20261205-h100-planner-standins.md, memory/trace_peak.py)."""
+    order = list(shape.layer_kinds) + (list(shape.mtp_layer_kinds) if drafts_with_mtp else [])
+    stream = 2 * tokens * shape.hidden_size * 2
+    kept_ws, per_call = _moe_workspace(shape, tokens, tp, expert_parallel, backend)
+    workspace, peak, where = 0, 0, "none"
+    for index, kind in enumerate(order):
+        if kind == "moe":
+            workspace = kept_ws
+        live = workspace + stream + _layer_live(shape, kind, tokens, tp) + (per_call if kind == "moe" else 0)
+        if live > peak:
+            peak, where = live, f"{kind} layer {index}"
     sampler = seqs * shape.vocab_size * 20
-    forward = residual + layer[largest]
-    peak = max(forward, sampler)
+    forward = peak
+    scratch = f" + {backend} per-call scratch {per_call / GIB:.2f}" if per_call else ""
     return Term(
         "activation peak",
-        peak,
-        f"max(forward {forward / GIB:.2f} GiB = residual {residual / GIB:.2f} + {largest} "
-        f"{layer[largest] / GIB:.2f} at {tokens} tokens, sampler {sampler / GIB:.2f} at {seqs} rows)",
-        "vLLM profile_run: fused_moe workspace, Mamba-2 chunked scan, _dummy_sampler_run",
+        max(forward, sampler),
+        f"max(forward {forward / GIB:.2f} GiB at the {where} = {backend} MoE workspace {workspace / GIB:.2f} "
+        f"(kept){scratch} + residual stream {stream / GIB:.2f} + that layer's temporaries, at {tokens} tokens; "
+        f"sampler {sampler / GIB:.2f} at {seqs} rows)",
+        "vLLM 0.25 profile_run as traced on H100 (memory/trace_peak.py): persistent fused-MoE workspace, "
+        "Mamba-2 in_proj + gated-norm fp32 temporaries, _dummy_sampler_run",
+        kept=workspace if forward >= sampler else 0,
     )
 
 
@@ -189,7 +261,8 @@ def node_terms(ray: bool, transient: int) -> list[Term]:
     if ray:
         out.append(Term("Ray daemons", RAY_DAEMONS_BYTES, "raylet + GCS + agents RSS",
                         "memory/measure_ray.py, Ray 2.60.0"))
-    out.append(Term("prefill transient", transient, "the per-chunk activation peak, outside the reservation",
+    out.append(Term("prefill transient", transient,
+                    "the per-chunk activation peak less the workspace vLLM keeps, outside the reservation",
                     "seed 000 attempt 8 (NVRM NV_ERR_NO_MEMORY during a 200K prefill)"))
     return out
 
