@@ -71,3 +71,14 @@ def test_flashinfer_cutlass_scratch_is_per_call_and_not_kept():
 ])
 def test_moe_backend_follows_flags_and_env(argv, env, model, expected):
     assert terms.moe_backend(argv, env, model) == expected
+
+
+def test_a_plain_transformer_runs_its_ffn_after_every_attention_layer():
+    dense = shape_from_config({"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 2,
+                               "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                               "hidden_act": "silu", "vocab_size": 128256})
+    assert terms._forward_order(dense, False) == ["attention", "mlp", "attention", "mlp"]
+    m = 8192  # the gated MLP's gate_up output and its activation dominate a dense layer
+    expected = 2 * m * 4096 * 2 + m * 14336 * 2 * 2 + m * 14336 * 2 + m * 4096 * 2
+    assert terms.activation(dense, m, 4, 1, False).bytes == expected
+    assert terms._forward_order(standin("nano"), False) == standin("nano").layer_kinds  # the pattern says it

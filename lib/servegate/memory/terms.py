@@ -212,13 +212,24 @@ def _layer_live(shape: ModelShape, kind: str, tokens: int, tp: int) -> int:
     return 0
 
 
+def _forward_order(shape: ModelShape, drafts_with_mtp: bool) -> list[str]:
+    """The layers one forward runs, in order. A NemotronH pattern names its MLP/MoE layers ('-', 'E'); a
+    config that does not (a plain transformer, or layers_block_type of mixers only) has an FFN after every
+    mixer: its MoE when the config has experts, else its dense MLP."""
+    order = list(shape.layer_kinds) + (list(shape.mtp_layer_kinds) if drafts_with_mtp else [])
+    if {"mlp", "moe"} & set(order) or not (shape.experts or shape.intermediate_size):
+        return order
+    ffn = "moe" if shape.experts and shape.experts_per_token else "mlp"
+    return [kind for mixer in order for kind in (mixer, ffn)]
+
+
 def activation(shape: ModelShape, tokens: int, seqs: int, tp: int, expert_parallel: bool,
                drafts_with_mtp: bool = False, backend: str = "triton") -> Term:
     """The torch peak of profile_run's dummy forward: layers run in order, each adds its own temporaries
     to the residual stream (hidden + residual, 2 x M x hidden x 2 B) and to the MoE workspace once the
     first MoE layer has created it (it is never freed, so every later layer's peak sits on top of it).
     Measured on H100 (results/gpu/20261205-h100-planner-standins.md, memory/trace_peak.py)."""
-    order = list(shape.layer_kinds) + (list(shape.mtp_layer_kinds) if drafts_with_mtp else [])
+    order = _forward_order(shape, drafts_with_mtp)
     stream = 2 * tokens * shape.hidden_size * 2
     kept_ws, per_call = _moe_workspace(shape, tokens, tp, expert_parallel, backend)
     workspace, peak, where = 0, 0, "none"
