@@ -63,6 +63,7 @@ class ModelShape:
     conv_kernel: int = 4
     mamba_ssm_cache_dtype: str | None = None  # the config's own default for --mamba-ssm-cache-dtype auto
     mtp_layer_kinds: list[str] = field(default_factory=list)  # NemotronH MTP block(s), drafting with method mtp
+    mtp_steps: int = 0  # num_nextn_predict_layers: each step also has eh_proj (2 hidden -> hidden) and norms
     # MLP / MoE widths (what the activation peak depends on); 0 where the config has none
     intermediate_size: int = 0  # dense MLP ('-') width
     hidden_act: str = "silu"  # silu/swiglu layers are gated (w1 is 2 x intermediate); relu2 is not
@@ -152,6 +153,7 @@ def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") 
         conv_kernel=int(config.get("conv_kernel") or 4),
         mamba_ssm_cache_dtype=config.get("mamba_ssm_cache_dtype"),
         mtp_layer_kinds=mtp_layer_kinds(config),
+        mtp_steps=int(config.get("num_nextn_predict_layers") or 0) if mtp_layer_kinds(config) else 0,
         intermediate_size=int(config.get("intermediate_size") or 0),
         hidden_act=str(config.get("mlp_hidden_act") or config.get("hidden_act") or "silu"),
         experts=int(config.get("n_routed_experts") or config.get("num_experts") or 0),

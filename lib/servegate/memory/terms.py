@@ -104,7 +104,9 @@ def mtp_share(shape: ModelShape) -> float:
     if not shape.mtp_layer_kinds:
         return 0.0
     body = sum(_layer_params(shape, k) for k in shape.layer_kinds)
-    mtp = sum(_layer_params(shape, k) for k in shape.mtp_layer_kinds)
+    h = shape.hidden_size
+    # each MTP step fuses the embedding with the hidden state: eh_proj (2h -> h), enorm, hnorm, final norm
+    mtp = sum(_layer_params(shape, k) for k in shape.mtp_layer_kinds) + shape.mtp_steps * (2 * h * h + 3 * h)
     embeddings = 2 * shape.vocab_size * shape.hidden_size
     total = body + mtp + embeddings
     return mtp / total if total else 0.0
