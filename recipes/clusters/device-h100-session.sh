@@ -9,15 +9,8 @@
 # Env: BUNDLE (/tmp/bundle), RESULTS (/tmp/sg-results), FIDELITY_RECIPE (recipes/gpu-bench-dense.yaml),
 #      FIDELITY_ARGS (--isl 128 --osl 64 --concurrency 8 --requests 96 --rounds 2 --warmup 1: ~7 min on an H100)
 set -uo pipefail
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-bundle=${BUNDLE:-/tmp/bundle}
-results=${RESULTS:-/tmp/sg-results}
-mkdir -p "$results"
-log() { echo "$(date -u +%T) $*" | tee -a "$results/session.log"; }
-
-log "installing $bundle"
-AIPERF_SITE=/tmp/aiperf-site bash "$repo/recipes/clusters/device-h100-setup.sh" "$bundle" /tmp/site \
-  >> "$results/session.log" 2>&1 || { log "setup failed (see session.log: a named part or checksum)"; exit 1; }
+source "$(dirname "$0")/device-session-lib.sh"
+install_bundle || exit 1
 export SERVEGATE_AIPERF=/tmp/aiperf-site/bin/aiperf
 
 log "fidelity: ${FIDELITY_RECIPE:-recipes/gpu-bench-dense.yaml}"

@@ -7,16 +7,9 @@
 # One model at a time on disk (64 GiB): Nano 16 GiB, Super 30 GiB, Ultra 46 GiB.
 # Usage: BUNDLE=/tmp/bundle RESULTS=/tmp/sg-results bash recipes/clusters/device-planner-session.sh [nano super ultra]
 set -uo pipefail
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-bundle=${BUNDLE:-/tmp/bundle}
-results=${RESULTS:-/tmp/sg-results}
-mkdir -p "$results"
-log() { echo "$(date -u +%T) $*" | tee -a "$results/session.log"; }
+source "$(dirname "$0")/device-session-lib.sh"
 cd "$repo"
-
-log "installing $bundle"
-AIPERF_SITE=/tmp/aiperf-site bash recipes/clusters/device-h100-setup.sh "$bundle" /tmp/site \
-  >> "$results/session.log" 2>&1 || { log "setup failed (see session.log)"; exit 1; }
+install_bundle || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$results/session.log"
 
 MTP3='{"method":"mtp","num_speculative_tokens":3}'
