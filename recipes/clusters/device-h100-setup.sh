@@ -12,6 +12,10 @@ set -euo pipefail
 wheels=${1:?usage: device-h100-setup.sh WHEEL_DIR|BUNDLE [SITE]}
 site=${2:-/tmp/site}
 base=${SERVEGATE_BASE_PYTHON:-$(command -v python3)}
+if [ ! -f "$wheels/manifest.json" ] && ! compgen -G "$wheels/*.whl" > /dev/null; then
+  echo "device-h100-setup.sh: $wheels holds neither a bundle (manifest.json) nor wheels (*.whl): carry it first" >&2
+  exit 2
+fi
 if [ -f "$wheels/manifest.json" ]; then
   "$base" "$wheels/install.py" "$wheels" --python "$base" --target "$site" \
     --aiperf-target "${AIPERF_SITE:-/tmp/aiperf-site}"
