@@ -136,6 +136,7 @@ def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") 
     heads = int(config.get("num_attention_heads") or 0)
     hidden = int(config.get("hidden_size") or 0)
     head_dim = config.get("head_dim") or (hidden // heads if heads else 0)
+    mtp = mtp_layer_kinds(config)
     return ModelShape(
         name=name or str(config.get("_name_or_path") or config.get("model_type") or "model"),
         layer_kinds=layer_kinds(config),
@@ -152,8 +153,8 @@ def shape_from_config(config: dict[str, Any], name: str = "", source: str = "") 
         n_groups=int(config.get("n_groups") or 1),
         conv_kernel=int(config.get("conv_kernel") or 4),
         mamba_ssm_cache_dtype=config.get("mamba_ssm_cache_dtype"),
-        mtp_layer_kinds=mtp_layer_kinds(config),
-        mtp_steps=int(config.get("num_nextn_predict_layers") or 0) if mtp_layer_kinds(config) else 0,
+        mtp_layer_kinds=mtp,
+        mtp_steps=int(config.get("num_nextn_predict_layers") or 0) if mtp else 0,
         intermediate_size=int(config.get("intermediate_size") or 0),
         hidden_act=str(config.get("mlp_hidden_act") or config.get("hidden_act") or "silu"),
         experts=int(config.get("n_routed_experts") or config.get("num_experts") or 0),

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from math import ceil
 
 from servegate.memory.shapes import ModelShape
+from servegate.render.argv import flag_value
 
 GIB = 2**30
 GATED = ("silu", "swiglu", "gelu_and_mul", "geglu", "swigluoai")
@@ -133,8 +134,6 @@ def moe_backend(argv: list[str], env: dict[str, str], model: str) -> str:
     """Which fused-MoE kernel vLLM picks, as far as the workspace is concerned: --moe-backend when given,
     else Marlin where the recipe forces it (VLLM_TEST_FORCE_FP8_MARLIN for FP8, VLLM_USE_FLASHINFER_MOE_FP4=0
     or VLLM_NVFP4_GEMM_BACKEND=marlin for NVFP4), else Triton (unquantized and FP8 on Hopper)."""
-    from servegate.render.argv import flag_value
-
     named = (flag_value(argv, "--moe-backend") or "").strip().lower()
     if named in MOE_BACKENDS:
         return named
@@ -174,8 +173,8 @@ def _moe_workspace(shape: ModelShape, tokens: int, tp: int, expert_parallel: boo
     if backend == "marlin":
         return rows * max(n, k) * 2 + rows * max(2 * n, k) * 2, 0
     if backend == "flashinfer_cutlass":
-        n_up = shape.moe_intermediate_size if expert_parallel else ceil(shape.moe_intermediate_size / tp)
         glu = 2 if gated(shape) else 1
+        n_up = n // glu  # the expert width on this rank (N counts a gated w1 twice)
         inputs = max(rows * k // 2, 2 * rows * k, rows * n_up // 2)
         outputs = max(2 * rows * n_up * glu, 2 * rows * k)
         return tokens * k * 3, inputs + outputs + rows * max(k, n_up) // 16
