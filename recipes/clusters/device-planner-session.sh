@@ -5,7 +5,8 @@
 # peak (memory/trace_peak.py): the measurement behind the activation term. Meant to run detached (setsid
 # nohup) after the bundle was carried to BUNDLE; progress in RESULTS/session.log, "session done" ends it.
 # One model at a time on disk (64 GiB): Nano 16 GiB, Super 30 GiB, Ultra 46 GiB.
-# Usage: BUNDLE=/tmp/bundle RESULTS=/tmp/sg-results bash recipes/clusters/device-planner-session.sh [nano super ultra]
+# ONLY=REGEX keeps the cases whose name matches (grep -E), e.g. ONLY='graphs|mtp3|b16k' for the third session.
+# Usage: BUNDLE=/tmp/bundle RESULTS=/tmp/sg-results [ONLY=REGEX] bash recipes/clusters/device-planner-session.sh [nano super ultra]
 set -uo pipefail
 source "$(dirname "$0")/device-session-lib.sh"
 cd "$repo"
@@ -19,11 +20,14 @@ nano_cases=(
   '{"name":"n-u030-ctx64k-s4","set":{"gpu_memory_utilization":0.3,"max_model_len":65536,"max_num_seqs":4}}'
   '{"name":"n-u030-fp8-t","set":{"gpu_memory_utilization":0.3},"argv":{"--quantization":"fp8"},"trace":true}'
   '{"name":"n-u030-graphs","set":{"gpu_memory_utilization":0.3,"max_num_seqs":8},"argv":{"--enforce-eager":"drop-switch"}}'
+  '{"name":"n-u030-graphs-s1","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}'
+  '{"name":"n-u030-graphs-s64","set":{"gpu_memory_utilization":0.3,"max_num_seqs":64},"argv":{"--enforce-eager":"drop-switch"}}'
 )
 super_cases=(
   '{"name":"s-u050-t","set":{},"trace":true}'
   "{\"name\":\"s-u050-mtp3-t\",\"set\":{},\"argv\":{\"--speculative-config\":$(printf '%s' "$MTP3" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')},\"trace\":true}"
   '{"name":"s-u050-b16k-t","set":{"max_num_batched_tokens":16384},"trace":true}'
+  '{"name":"s-u050-graphs-s8","set":{"max_num_seqs":8},"argv":{"--enforce-eager":"drop-switch"}}'
 )
 ultra_cases=(
   '{"name":"u-u050-t","set":{},"trace":true}'
@@ -32,14 +36,18 @@ ultra_cases=(
 
 for model in "${@:-nano super ultra}"; do
   for m in $model; do
+    declare -n cases="${m}_cases"
+    args=(); for c in "${cases[@]}"; do
+      name=$(printf '%s' "$c" | python3 -c 'import json,sys;print(json.load(sys.stdin)["name"])')
+      if [ -z "${ONLY:-}" ] || grep -Eq -- "$ONLY" <<< "$name"; then args+=(--case "$c"); fi
+    done
+    [ ${#args[@]} -gt 0 ] || { log "$m: no case matches ONLY=$ONLY"; continue; }
     folder=/tmp/$m-standin
     log "$m: generating $folder"
     rm -rf "$folder"; mkdir -p "$folder"
     PYTHONPATH=/tmp/site:lib python3 -m servegate.models "recipes/models/nemotron-3-$m-standin.yaml" "$folder" \
       >> "$results/session.log" 2>&1 || { log "$m: generation failed"; continue; }
     log "$m: generated $(du -sh "$folder" | cut -f1)"
-    declare -n cases="${m}_cases"
-    args=(); for c in "${cases[@]}"; do args+=(--case "$c"); done
     mkdir -p "$results/$m"
     PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:lib \
       python3 -m servegate.memory.gpu_runs "recipes/gpu-$m-standin.yaml" --out "$results/$m" "${args[@]}" \

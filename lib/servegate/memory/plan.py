@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from math import ceil
 
 from servegate.memory import flags as f
+from servegate.memory import graphs as g
 from servegate.memory import terms as t
 from servegate.memory.allocator import CPU_BLOCK_SIZE, GPU_BLOCK_SIZE, Capacity, vllm_capacity
 from servegate.memory.judge import judge
@@ -150,9 +151,25 @@ def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: P
     backend = t.moe_backend(ctx.argv, ctx.env, hint)
     activation = t.activation(shape, layout.batch, layout.seqs, layout.tp, ep, f.drafts_with_mtp_layers(ctx.argv),
                               backend)
+    graphs = g.cudagraph(shape, ctx.argv, layout.seqs, layout.batch, layout.num_spec, layout.tp, ep,
+                         f.drafts_with_mtp_layers(ctx.argv), backend)
+    # vLLM 0.21+ takes the graphs out of the KV budget; before, they land beyond the reservation (node_terms)
+    inside = [graphs] if graphs and g.subtracted_from_kv(ctx.vllm_version, ctx.env) else []
     if ctx.profile is None:
-        return [weights, activation, t.non_torch()]
-    return _calibrated(shape, weight_bytes, layout, ctx, weights, activation, backend)
+        return [weights, activation, t.non_torch(), *inside]
+    return [*_calibrated(shape, weight_bytes, layout, ctx, weights, activation, backend), *inside]
+
+
+def _graphs_beside(shape: ModelShape, layout: _Layout, ctx: PlanContext, hint: str) -> t.Term | None:
+    """Before vLLM 0.21 the graphs are captured after the KV cache, beyond the reservation."""
+    if ctx.platform != "gpu" or ctx.overhead_bytes is not None or g.subtracted_from_kv(ctx.vllm_version, ctx.env):
+        return None
+    ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
+    term = g.cudagraph(shape, ctx.argv, layout.seqs, layout.batch, layout.num_spec, layout.tp, ep,
+                       f.drafts_with_mtp_layers(ctx.argv), t.moe_backend(ctx.argv, ctx.env, hint))
+    if term:
+        term.name = "CUDA graphs (captured after the KV cache, vLLM < 0.21)"
+    return term
 
 
 def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t.Term, backend: str) -> list[t.Term]:
@@ -176,11 +193,13 @@ def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t
                  f"{activation.formula} x {scale:.3f} (measured / formula at calibration)", where,
                  kept=int(activation.kept * scale))
     non_kv = cal["budget_gib"] * GIB - measured["kv_cache_gib"] * GIB
-    residual = int(non_kv - loaded - cal_act.bytes * scale)
+    cal_graphs = (measured.get("cudagraph_estimate_gib") or 0) * GIB
+    residual = int(non_kv - loaded - cal_act.bytes * scale - cal_graphs)
     return [weights, act, t.Term(
         "residual (non-torch, allocator slack)", residual,
         f"(reservation {cal['budget_gib']:g} - KV {measured['kv_cache_gib']:g} GiB) - weights - activation "
-        f"at batch {cal['max_num_batched_tokens']}", where)]
+        f"at batch {cal['max_num_batched_tokens']}"
+        + (f" - CUDA graphs {measured['cudagraph_estimate_gib']:g} GiB" if cal_graphs else ""), where)]
 
 
 def build_plan(
@@ -198,6 +217,10 @@ def build_plan(
         # what a prefill chunk allocates again: the activation peak less the workspace vLLM keeps
         transient = next((term.bytes - term.kept for term in runtime if term.name == "activation peak"), 0)
         node_terms = t.node_terms(ctx.uses_ray, ranks_per_node * transient)
+    late_graphs = _graphs_beside(shape, layout, ctx, f"{model} {weight_source}")
+    if late_graphs and ctx.unified:
+        late_graphs.bytes *= ranks_per_node
+        node_terms.insert(len(node_terms) - 1, late_graphs)
     beside = sum(term.bytes for term in node_terms[:-1])
     node_footprint = ranks_per_node * footprint + beside if ctx.gpu_total_bytes is None else 0
     one = layout.one_sequence
@@ -238,6 +261,9 @@ def build_plan(
         prefill_peak_bytes_per_node=node_footprint + (node_terms[-1].bytes if node_terms else 0),
     )
     plan.notes += _notes(shape, layout)
+    if late_graphs and not ctx.unified:
+        plan.notes.append(f"{late_graphs.name}: {late_graphs.bytes / GIB:.2f} GiB per rank on the GPU beyond the "
+                          "reservation")
     if ctx.platform == "gpu" and ctx.overhead_bytes is None and ctx.profile is None and t.NON_TORCH_BYTES is None:
         plan.notes.append("non-torch memory (CUDA context, cuBLAS) not yet measured: counted as 0")
     plan.findings = judge(plan, ctx)

@@ -7,8 +7,9 @@ depend on the settings, and recomputes the ones that do:
   weights      as loaded (measured), less or plus the MTP layers when drafting changes
   activation   the planner's formula at the new batch, scaled by measured / formula at the calibration
                (when vLLM logged its peak activation)
-  residual     (reservation - KV) - weights - activation at the calibration: non-torch memory, allocator
-               slack, and whatever the formulas miss; carried over unchanged
+  residual     (reservation - KV) - weights - activation - CUDA-graph estimate (when logged) at the
+               calibration: non-torch memory, allocator slack, and whatever the formulas miss; carried
+               over unchanged (the CUDA-graph term is recomputed for the new setting, memory/graphs.py)
 `servegate memory profile RUN` writes one from a finished run (run.json's plan + the head's vLLM log),
 beside the recipe's baseline; `servegate memory plan RECIPE --profile FILE` uses it. A profile can also
 be written by hand from a published log (each figure with its source), as recipes/models/profiles/ does.
@@ -29,9 +30,11 @@ LOG_LINES = {
     "weights_gib": re.compile(r"Model loading took ([\d.]+) GiB"),
     "peak_activation_gib": re.compile(r"([\d.]+) GiB for peak activation|torch peak memory increase: ([\d.]+)GiB"),
     "non_torch_gib": re.compile(r"([\d.]+) GiB for non-torch memory|non-torch forward increase memory: ([\d.]+)GiB"),
+    # vLLM 0.21+: what graph capture was estimated to take, subtracted from KV (absent when eager)
+    "cudagraph_estimate_gib": re.compile(r"Estimated CUDA graph memory: ([\d.]+) GiB total"),
 }
 CALIBRATION_KEYS = {"budget_gib", "max_num_batched_tokens", "max_num_seqs", "drafts_with_mtp", "ranks"}
-MEASURED_KEYS = {"kv_cache_gib", "weights_gib", "peak_activation_gib", "non_torch_gib"}
+MEASURED_KEYS = {"kv_cache_gib", "weights_gib", "peak_activation_gib", "non_torch_gib", "cudagraph_estimate_gib"}
 
 
 def parse_log(text: str) -> dict[str, float]:

@@ -24,11 +24,14 @@ PATTERNS = {
     # CUDA graphs (vLLM 0.21+ gpu_model_runner.profile_cudagraph_memory / capture_model)
     "cudagraph_estimate_gib": re.compile(r"Estimated CUDA graph memory: ([\d.]+) GiB total"),
     "cudagraph_gib": re.compile(r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB"),
-    "cudagraph_first_mib": re.compile(r"Estimated \w+ CUDA graph memory: ([\d.]+) MiB first-capture"),
-    "cudagraph_count": re.compile(r"Estimated \w+ CUDA graph memory: [\d.]+ MiB first-capture \+ \((\d+)-1\)"),
-    "cudagraph_per_graph_mib": re.compile(r"Estimated \w+ CUDA graph memory: [\d.]+ MiB first-capture \+ "
-                                          r"\(\d+-1\) \S+ ([\d.]+) MiB per-graph"),
 }
+for _mode in ("PIECEWISE", "FULL"):  # DEBUG, one line per mode: "Estimated FULL CUDA graph memory:
+    # 12.00 MiB first-capture + (5-1) x 1.00 MiB per-graph"
+    _head = rf"Estimated {_mode} CUDA graph memory: "
+    PATTERNS[f"cudagraph_{_mode.lower()}_first_mib"] = re.compile(_head + r"([\d.]+) MiB first-capture")
+    PATTERNS[f"cudagraph_{_mode.lower()}_graphs"] = re.compile(_head + r"[\d.]+ MiB first-capture \+ \((\d+)-1\)")
+    PATTERNS[f"cudagraph_{_mode.lower()}_per_graph_mib"] = re.compile(
+        _head + r"[\d.]+ MiB first-capture \+ \(\d+-1\) \S+ ([\d.]+) MiB per-graph")
 
 
 def parse_kv_log(text: str) -> dict[str, float]:
