@@ -22,20 +22,26 @@ def standin(name: str):
 
 # (stand-in, tokens, vLLM's logged peak activation GiB, the trace's total at the peak GiB or None)
 MEASURED = [
-    ("nano", 8192, 1.08, 1.077),
-    ("nano", 2048, 0.29, 0.292),
-    ("super", 8192, 2.87, 2.870),
-    ("ultra", 8192, 4.17, None),
+    ("nano", 8192, 1.08, 1.077, False),
+    ("nano", 2048, 0.29, 0.292, False),
+    ("super", 8192, 2.87, 2.870, False),
+    ("ultra", 8192, 4.17, None, False),
+    # drafting with the MTP layers (results/gpu/20261205-h100-planner-graphs.md): Super's peak stays in its
+    # body (the trace: the same blocks as without MTP); Ultra's moves into the MTP attention layer
+    ("super", 8192, 2.87, 2.870, True),
+    ("ultra", 8192, 4.85, None, True),
+    ("super", 16384, 5.71, 5.708, False),
 ]
 
 
-@pytest.mark.parametrize("name,tokens,logged,traced", MEASURED, ids=[f"{m[0]}-{m[1]}" for m in MEASURED])
-def test_activation_matches_the_h100_measurement(name, tokens, logged, traced):
-    term = terms.activation(standin(name), tokens, 4, 1, False)
+@pytest.mark.parametrize("name,tokens,logged,traced,mtp", MEASURED,
+                         ids=[f"{m[0]}-{m[1]}{'-mtp' if m[4] else ''}" for m in MEASURED])
+def test_activation_matches_the_h100_measurement(name, tokens, logged, traced, mtp):
+    term = terms.activation(standin(name), tokens, 4, 1, False, drafts_with_mtp=mtp)
     measured = traced or logged
     # the two 8192-token traces are matched block by block (0.2 %); Ultra (no trace kept) and Nano at
     # 2048 (a fixed ~0.02 GiB the terms do not name) within 8 %
-    tolerance = 0.01 if tokens == 8192 and traced else 0.08
+    tolerance = 0.01 if tokens >= 8192 and traced else 0.08
     assert abs(term.bytes / GIB - measured) <= tolerance * measured, term.formula
 
 
@@ -82,3 +88,12 @@ def test_a_plain_transformer_runs_its_ffn_after_every_attention_layer():
     expected = 2 * m * 4096 * 2 + m * 14336 * 2 * 2 + m * 14336 * 2 + m * 4096 * 2
     assert terms.activation(dense, m, 4, 1, False).bytes == expected
     assert terms._forward_order(standin("nano"), False) == standin("nano").layer_kinds  # the pattern says it
+
+
+def test_the_mtp_drafter_holds_its_inputs_while_its_first_layer_runs():
+    shape = standin("ultra")  # MTP pattern "*E": the attention layer carries the start projection
+    plain = terms.activation(shape, 8192, 4, 1, False)
+    drafting = terms.activation(shape, 8192, 4, 1, False, drafts_with_mtp=True)
+    assert "attention layer 3" in drafting.formula  # the MTP attention layer, after the 3 body layers
+    assert drafting.bytes - plain.bytes > 5 * 8192 * shape.hidden_size * 2
+    assert terms._mtp_inputs(shape, 8192, first_of_step=False) == 2 * 8192 * shape.hidden_size * 2

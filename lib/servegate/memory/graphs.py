@@ -10,16 +10,20 @@ beyond the reservation.
 Which graphs (vLLM 0.25 config/vllm.py _set_cudagraph_sizes, v1/cudagraph_dispatcher.py):
     sizes  [1, 2, 4] + range(8, min(max + 1, 256), 8) + range(256, max + 1, 16) (+ max_num_batched_tokens
            when it is within max), max = min(max_num_seqs x (1 + speculative tokens) x 2, 512, batch), or
-           --compilation-config's cudagraph_capture_sizes / max_cudagraph_capture_size
+           --compilation-config's cudagraph_capture_sizes / max_cudagraph_capture_size, or the flags
+           --cudagraph-capture-sizes / --max-cudagraph-capture-size
     modes  FULL_AND_PIECEWISE (the default): PIECEWISE at every size, FULL at the uniform-decode sizes
            (1 + speculative tokens <= size <= max_num_seqs x (1 + speculative tokens)); PIECEWISE,
            FULL_DECODE_ONLY, FULL and NONE as --compilation-config names them; --enforce-eager: none.
-What one capture holds:
-    first capture   the forward's own temporaries at the mode's largest size (the MoE workspace is already
-                    there from profile_run, larger) + one graph's fixed cost
-    one more graph  GRAPH_BYTES_PER_LAYER x the layers it runs (a graph's kernels and their launch
-                    parameters live on the device; it scales with the kernels, i.e. with the layers), at
-                    least vLLM's 1 MiB floor
+What one capture holds (measured: results/gpu/20261205-h100-planner-graphs.md, vLLM 0.25 DEBUG lines
+"Estimated PIECEWISE CUDA graph memory: 72.00 MiB first-capture + (2-1) x 1.00 MiB per-graph"):
+    first capture   CAPTURE_FIXED_BYTES, paid once by the first mode captured (PIECEWISE when there is one):
+                    72 and 72 MiB for the Nano stand-in at 2 and 16 tokens, where its forward temporaries
+                    are 0.1 and 1.2 MiB (cuBLAS / cuBLASLt workspaces for the capture stream and the pool's
+                    first segments), + the forward's own temporaries at the mode's largest size (the MoE
+                    workspace is already there from profile_run, larger)
+    one more graph  vLLM's 1 MiB floor: the second capture added no measurable memory in all ten
+                    modes measured (Nano 13 layers, Super 9, Ultra 3; 1 to 128 tokens)
 """
 
 from __future__ import annotations
@@ -32,11 +36,8 @@ from servegate.memory import terms as t
 from servegate.memory.shapes import ModelShape
 
 MIB = 2**20
-# One captured graph per layer it runs: a first figure from the bench-dense stand-in on an H100 (27 layers,
-# 7 PIECEWISE + 5 FULL graphs, "Graph capturing finished ... took 0.07 GiB", results/gpu/20261205-h100-
-# fidelity-c1-c8.tgz): 0.07 GiB / (12 graphs x 27 layers) = 0.22 MiB.
-GRAPH_BYTES_PER_LAYER = int(0.07 * t.GIB / (12 * 27))
-GRAPH_FLOOR_BYTES = MIB  # vLLM: "Use at least 1 MiB per graph for driver overhead"
+CAPTURE_FIXED_BYTES = 70 * MIB  # first PIECEWISE capture less forward temporaries: 71.9 / 70.8 MiB (Nano)
+GRAPH_FLOOR_BYTES = MIB  # vLLM: "Use at least 1 MiB per graph for driver overhead"; every second capture measured <= it
 MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 
 
@@ -55,14 +56,36 @@ class Capture:
 
 
 def _compilation_config(argv: list[str]) -> dict:
+    """--compilation-config's JSON, with vLLM's own shorthands on top: --max-cudagraph-capture-size N and
+    --cudagraph-capture-sizes N [N ...] (EngineArgs writes both into the compilation config)."""
     raw = f.flag(argv, "--compilation-config") or f.flag(argv, "-cc")
-    if not raw:
-        return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw) if raw else {}
     except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        value = {}
+    config = dict(value) if isinstance(value, dict) else {}
+    largest = f.flag(argv, "--max-cudagraph-capture-size")
+    if largest is not None and str(largest).isdigit():
+        config["max_cudagraph_capture_size"] = int(largest)
+    sizes = _listed(argv, "--cudagraph-capture-sizes")
+    if sizes:
+        config["cudagraph_capture_sizes"] = sizes
+    return config
+
+
+def _listed(argv: list[str], name: str) -> list[int]:
+    """The integers after the last NAME (nargs="+"; also NAME=1,2 or a JSON list)."""
+    values: list[int] = []
+    for index, token in enumerate(argv):
+        if token == name:
+            values = []
+            for item in argv[index + 1:]:
+                if item.startswith("-"):
+                    break
+                values += [int(part) for part in item.strip("[]").split(",") if part.strip().isdigit()]
+        elif token.startswith(name + "="):
+            values = [int(part) for part in token.split("=", 1)[1].strip("[]").split(",") if part.strip().isdigit()]
+    return values
 
 
 def capture_sizes(seqs: int, batch: int, num_spec: int, config: dict) -> list[int]:
@@ -98,10 +121,6 @@ def capture(argv: list[str], seqs: int, batch: int, num_spec: int) -> Capture:
     return Capture(mode, sizes, piecewise, full)
 
 
-def _one_graph(layers: int) -> int:
-    return max(GRAPH_FLOOR_BYTES, layers * GRAPH_BYTES_PER_LAYER)
-
-
 def subtracted_from_kv(vllm_version: str | None, env: dict[str, str]) -> bool:
     """vLLM 0.21+ subtracts the estimate from the KV budget unless VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0;
     an unknown version is taken as a current one."""
@@ -117,21 +136,19 @@ def cudagraph(shape: ModelShape, argv: list[str], seqs: int, batch: int, num_spe
     graphs = capture(argv, seqs, batch, num_spec)
     if not graphs.count:
         return None
-    layers = len(t._forward_order(shape, drafts_with_mtp=False))
-    one = _one_graph(layers)
     firsts = []
     for sizes in (graphs.piecewise, graphs.full):
         if sizes:
             forward = t.activation(shape, max(sizes), 0, tp, expert_parallel, False, backend)
-            firsts.append(forward.bytes - forward.kept + one)
-    more = one * (max(0, len(graphs.piecewise) - 1) + max(0, len(graphs.full) - 1))
-    first = max(firsts)
+            firsts.append(forward.bytes - forward.kept)
+    first = CAPTURE_FIXED_BYTES + max(firsts)
+    more = max(0, len(graphs.piecewise) - 1) + max(0, len(graphs.full) - 1)
     return t.Term(
         "CUDA graphs",
-        first + more,
+        first + more * GRAPH_FLOOR_BYTES,
         f"{graphs.mode}: {len(graphs.piecewise)} PIECEWISE + {len(graphs.full)} FULL graphs (sizes "
-        f"{graphs.sizes[0]}-{graphs.sizes[-1]}); first capture {first / MIB:.0f} MiB (forward at "
-        f"{max(graphs.sizes)} tokens + one graph) + {graphs.count - (2 if graphs.piecewise and graphs.full else 1)} "
-        f"more x {one / MIB:.1f} MiB ({layers} layers x {GRAPH_BYTES_PER_LAYER / MIB:.2f} MiB)",
-        "vLLM 0.25 profile_cudagraph_memory; per-layer graph cost from the bench-dense capture on H100",
+        f"{graphs.sizes[0]}-{graphs.sizes[-1]}); first capture {CAPTURE_FIXED_BYTES / MIB:.0f} MiB + forward "
+        f"temporaries at {max(graphs.sizes)} tokens {(first - CAPTURE_FIXED_BYTES) / MIB:.1f} MiB; {more} more "
+        f"graphs x {GRAPH_FLOOR_BYTES / MIB:.0f} MiB",
+        "vLLM 0.25 profile_cudagraph_memory, as measured on H100 (results/gpu/20261205-h100-planner-graphs.md)",
     )

@@ -261,6 +261,10 @@ def build_plan(
         prefill_peak_bytes_per_node=node_footprint + (node_terms[-1].bytes if node_terms else 0),
     )
     plan.notes += _notes(shape, layout)
+    if shape.mamba_layers and (late_graphs or any(term.name == "CUDA graphs" for term in runtime)):
+        plan.notes.append("torch.compile (no --enforce-eager): the activation term is the eager one; vLLM 0.25 "
+                          "measured +0.01 / +0.78 / +0.76 GiB above eager on the Nano / Super / Ultra stand-ins "
+                          "(results/gpu/20261205-h100-planner-graphs.md): --profile a compiled run to carry it")
     if late_graphs and not ctx.unified:
         plan.notes.append(f"{late_graphs.name}: {late_graphs.bytes / GIB:.2f} GiB per rank on the GPU beyond the "
                           "reservation")

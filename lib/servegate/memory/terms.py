@@ -213,6 +213,15 @@ def _layer_live(shape: ModelShape, kind: str, tokens: int, tp: int) -> int:
     return 0
 
 
+def _mtp_inputs(shape: ModelShape, tokens: int, first_of_step: bool) -> int:
+    """What the MTP drafter holds beside an MTP layer's own temporaries (vLLM 0.25 nemotron_h_mtp.py): the
+    target model's last hidden states and the drafter's input embeddings, each M x hidden; in the first layer
+    of a step, whose start projection keeps its locals alive while the layer runs, also enorm(embeddings),
+    hnorm(hidden) and their concatenation (M x 2 hidden): 6 x M x hidden x 2 B then, 2 x otherwise."""
+    widths = 6 if first_of_step else 2
+    return widths * tokens * shape.hidden_size * 2
+
+
 def _forward_order(shape: ModelShape, drafts_with_mtp: bool) -> list[str]:
     """The layers one forward runs, in order. A NemotronH pattern names its MLP/MoE layers ('-', 'E'); a
     config that does not (a plain transformer, or layers_block_type of mixers only) has an FFN after every
@@ -234,10 +243,13 @@ def activation(shape: ModelShape, tokens: int, seqs: int, tp: int, expert_parall
     stream = 2 * tokens * shape.hidden_size * 2
     kept_ws, per_call = _moe_workspace(shape, tokens, tp, expert_parallel, backend)
     workspace, peak, where = 0, 0, "none"
+    body = len(order) - (len(shape.mtp_layer_kinds) if drafts_with_mtp else 0)
     for index, kind in enumerate(order):
         if kind == "moe":
             workspace = kept_ws
         live = workspace + stream + _layer_live(shape, kind, tokens, tp) + (per_call if kind == "moe" else 0)
+        if index >= body:
+            live += _mtp_inputs(shape, tokens, first_of_step=(index - body) % max(1, len(shape.mtp_layer_kinds)) == 0)
         if live > peak:
             peak, where = live, f"{kind} layer {index}"
     sampler = seqs * shape.vocab_size * 20
