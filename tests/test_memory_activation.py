@@ -97,3 +97,12 @@ def test_the_mtp_drafter_holds_its_inputs_while_its_first_layer_runs():
     assert "attention layer 3" in drafting.formula  # the MTP attention layer, after the 3 body layers
     assert drafting.bytes - plain.bytes > 5 * 8192 * shape.hidden_size * 2
     assert terms._mtp_inputs(shape, 8192, first_of_step=False) == 2 * 8192 * shape.hidden_size * 2
+
+
+def test_nano_nvfp4_checkpoint_from_the_published_selective_layout():
+    from servegate.memory.shapes import load_shape_file
+
+    shape = load_shape_file(ROOT / "recipes/models/shapes/nemotron-3-nano.yaml")
+    # 19.34 GB: seed 002's "19 GB on disk"; the layout's safetensors element count is the hub's 18.2B
+    assert round(terms.nvfp4_selective_bytes(shape) / 1e9, 2) == 19.34
+    assert shape.checkpoint_for("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4").layout == "nvfp4-selective"

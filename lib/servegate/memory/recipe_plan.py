@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from servegate.config.expect import MEMORY, Expect
 from servegate.errors import NodeError, RecipeError
+from servegate.memory import terms as t
 from servegate.memory.plan import GIB, MemoryPlan, PlanContext, build_plan
 from servegate.memory.shapes import ModelShape, shape_for_model, shape_from_config
 from servegate.memory.weights import read_model_dir, summarize_headers
@@ -76,9 +77,16 @@ def model_shape(model: str, host: NodeHost | None) -> tuple[ModelShape, int, str
             weights,
             f"{shape.params_total:.4g} params x 2 B (no checkpoint entry matches {model!r})",
         )
+    if checkpoint.layout == "nvfp4-selective":
+        weights = t.nvfp4_selective_bytes(shape)
+    elif checkpoint.layout:
+        raise RecipeError(f"{shape.source}: checkpoint '{checkpoint.match}' names an unknown layout "
+                          f"{checkpoint.layout!r}", fix="known layouts: nvfp4-selective")
+    else:
+        weights = checkpoint.weight_bytes(shape.params_total or 0)
     return (
         shape,
-        checkpoint.weight_bytes(shape.params_total or 0),
+        weights,
         (
             f"checkpoint '{checkpoint.match}' in {shape.source}: {checkpoint.source}"
             + (" (unsure)" if checkpoint.unsure else "")

@@ -38,6 +38,7 @@ class Checkpoint:
     bits_per_param: float | None = None
     source: str = ""
     unsure: bool = False
+    layout: str | None = None  # "nvfp4-selective": bytes from the shape (terms.nvfp4_selective_bytes)
 
     def weight_bytes(self, params: float) -> int:
         if self.gib is not None:

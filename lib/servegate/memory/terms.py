@@ -100,6 +100,33 @@ def _layer_params(shape: ModelShape, kind: str) -> float:
     return 0.0
 
 
+NVFP4_BYTES_PER_PARAM = 0.5 + 1 / 16  # E2M1 packed two per byte + one FP8 E4M3 scale per 16 (ModelOpt NVFP4)
+
+
+def nvfp4_selective_bytes(shape: ModelShape) -> int:
+    """A ModelOpt NVFP4 checkpoint with the Nemotron-3 Nano selective layout (its tech report, section 4, as
+    the republished recipe lists it): the routed and shared experts of every MoE layer and the in/out
+    projections of every Mamba layer NVFP4, except the Mamba layer right before each attention layer; those,
+    the attention layers, the Mamba conv1d and norms, the embeddings and lm_head BF16; router weights FP32."""
+    h, kinds = shape.hidden_size, shape.layer_kinds
+    inner = shape.mamba_num_heads * shape.mamba_head_dim
+    groups = shape.n_groups * shape.ssm_state_size
+    projections = h * (2 * inner + 2 * groups + shape.mamba_num_heads) + inner * h
+    mats = 3 if gated(shape) else 2
+    experts = (shape.experts * h * shape.moe_intermediate_size + h * shape.shared_expert_intermediate_size) * mats
+    total = 2 * shape.vocab_size * h * 2.0
+    for index, kind in enumerate(kinds):
+        if kind == "mamba":
+            before_attention = index + 1 < len(kinds) and kinds[index + 1] == "attention"
+            small = (inner + 2 * groups) * shape.conv_kernel + inner + h
+            total += projections * (2 if before_attention else NVFP4_BYTES_PER_PARAM) + small * 2
+        elif kind == "moe":
+            total += experts * NVFP4_BYTES_PER_PARAM + h * shape.experts * 4
+        else:
+            total += _layer_params(shape, kind) * 2
+    return int(total)
+
+
 def mtp_share(shape: ModelShape) -> float:
     """The MTP layers' share of the checkpoint's parameters (embeddings included in the total)."""
     if not shape.mtp_layer_kinds:
