@@ -178,7 +178,8 @@ def replay(recorded: Path | list, spec_path: str, gpu_total_bytes: int, recipe_p
                     "gpu_used_plan_gib": (terms.budget_bytes + CUDA_CONTEXT_BYTES) / GIB,
                     "terms": {"verdict": terms.verdict, "kv_gib": terms.kv_budget_bytes / GIB,
                               "kv_tokens": terms.capacity.tokens, "weights_gib": terms.weight_bytes_per_rank / GIB,
-                              "activation_gib": sum(t.bytes for t in terms.terms if t.name == "activation peak") / GIB},
+                              "activation_gib": sum(t.bytes for t in terms.terms if t.name == "activation peak") / GIB,
+                              "cudagraph_gib": sum(t.bytes for t in terms.terms if t.name == "CUDA graphs") / GIB},
                     "calibrated": calibrated and {"verdict": calibrated.verdict,
                                                   "kv_gib": calibrated.kv_budget_bytes / GIB,
                                                   "kv_tokens": calibrated.capacity.tokens}})
@@ -211,6 +212,8 @@ def print_replay(rows: list[dict]) -> None:
               + (f"; act {tm['activation_gib']:.2f} vs {lg['peak_activation_gib']}"
                  if lg.get("peak_activation_gib") is not None else "")
               + (f"; weights {tm['weights_gib']:.2f} vs {lg['weights_gib']}" if lg.get("weights_gib") else "")
+              + (f"; graphs {tm['cudagraph_gib']:.2f} vs {lg['cudagraph_estimate_gib']}"
+                 if lg.get("cudagraph_estimate_gib") is not None else "")
               + (f"; GPU used {r['gpu_used_gib']:.2f} GiB, plan {r['gpu_used_plan_gib']:.2f} "
                  f"({pct(r['gpu_used_plan_gib'], r['gpu_used_gib'])})" if r["gpu_used_gib"] else ""))
 
