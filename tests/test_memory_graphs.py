@@ -8,7 +8,7 @@ import pytest
 from servegate.memory import graphs
 from servegate.memory.plan import PlanContext, build_plan
 from servegate.memory.shapes import shape_from_config
-from servegate.models.standin import count_params, load_standin
+from servegate.models.standin import checkpoint_bytes, load_standin
 from servegate.models.standin_write import config_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_from_vllm_021_the_graphs_come_out_of_the_kv_budget():
         ctx = PlanContext(argv=argv + extra, env=env or {}, platform="gpu", node_names=["gpu0"],
                           node_total_bytes=128 * GIB, node_total_source="test", gpu_total_bytes=int(79.19 * GIB),
                           vllm_version=version)
-        return build_plan(shape, 2 * count_params(spec), "bf16 stand-in", ctx)
+        return build_plan(shape, checkpoint_bytes(spec), "bf16 stand-in", ctx)
 
     eager, graphed = plan(["--enforce-eager"], "0.25.0"), plan([], "0.25.0")
     names = [term.name for term in graphed.terms]

@@ -4,9 +4,10 @@
 # before every launch (memory/gpu_runs.py). Cases marked "trace" record what is alive at profile_run's torch
 # peak (memory/trace_peak.py): the measurement behind the activation term. Meant to run detached (setsid
 # nohup) after the bundle was carried to BUNDLE; progress in RESULTS/session.log, "session done" ends it.
-# One model at a time on disk (64 GiB): Nano 16 GiB, Super 30 GiB, Ultra 46 GiB.
+# One model at a time on disk (64 GiB): Nano 16 GiB, Super 30 GiB, Ultra 46 GiB, nano_nvfp4 (all 52 layers,
+# ModelOpt NVFP4, seed 002's Marlin launch: recipes/gpu-nano-nvfp4-standin.yaml) 18 GiB.
 # ONLY=REGEX keeps the cases whose name matches (grep -E), e.g. ONLY='graphs|mtp3|b16k' for the third session.
-# Usage: BUNDLE=/tmp/bundle RESULTS=/tmp/sg-results [ONLY=REGEX] bash recipes/clusters/device-planner-session.sh [nano super ultra]
+# Usage: BUNDLE=/tmp/bundle RESULTS=/tmp/sg-results [ONLY=REGEX] bash recipes/clusters/device-planner-session.sh [nano super ultra nano_nvfp4]
 set -uo pipefail
 source "$(dirname "$0")/device-session-lib.sh"
 cd "$repo"
@@ -22,6 +23,18 @@ nano_cases=(
   '{"name":"n-u030-graphs","set":{"gpu_memory_utilization":0.3,"max_num_seqs":8},"argv":{"--enforce-eager":"drop-switch"}}'
   '{"name":"n-u030-graphs-s1","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}'
   '{"name":"n-u030-graphs-s64","set":{"gpu_memory_utilization":0.3,"max_num_seqs":64},"argv":{"--enforce-eager":"drop-switch"}}'
+)
+# the seed 002 floor sweep, NVFP4 + Marlin as the seed ran it: the first case that starts calibrates the rest
+nano_nvfp4_cases=(
+  '{"name":"n4-u030-t","set":{"gpu_memory_utilization":0.3},"trace":true}'
+  '{"name":"n4-u024","set":{"gpu_memory_utilization":0.24}}'
+  '{"name":"n4-u025","set":{"gpu_memory_utilization":0.25}}'
+  '{"name":"n4-u020","set":{"gpu_memory_utilization":0.2}}'
+  '{"name":"n4-u050","set":{"gpu_memory_utilization":0.5}}'
+  '{"name":"n4-u090","set":{"gpu_memory_utilization":0.9}}'
+  '{"name":"n4-u030-graphs","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}'
+  '{"name":"n4-u010","set":{"gpu_memory_utilization":0.1}}'
+  '{"name":"n4-u026","set":{"gpu_memory_utilization":0.26}}'
 )
 super_cases=(
   '{"name":"s-u050-t","set":{},"trace":true}'
@@ -42,15 +55,15 @@ for model in "${@:-nano super ultra}"; do
       if [ -z "${ONLY:-}" ] || grep -Eq -- "$ONLY" <<< "$name"; then args+=(--case "$c"); fi
     done
     [ ${#args[@]} -gt 0 ] || { log "$m: no case matches ONLY=$ONLY"; continue; }
-    folder=/tmp/$m-standin
+    folder=/tmp/${m//_/-}-standin
     log "$m: generating $folder"
     rm -rf "$folder"; mkdir -p "$folder"
-    PYTHONPATH=/tmp/site:lib python3 -m servegate.models "recipes/models/nemotron-3-$m-standin.yaml" "$folder" \
+    PYTHONPATH=/tmp/site:lib python3 -m servegate.models "recipes/models/nemotron-3-${m//_/-}-standin.yaml" "$folder" \
       >> "$results/session.log" 2>&1 || { log "$m: generation failed"; continue; }
     log "$m: generated $(du -sh "$folder" | cut -f1)"
     mkdir -p "$results/$m"
     PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:lib \
-      python3 -m servegate.memory.gpu_runs "recipes/gpu-$m-standin.yaml" --out "$results/$m" "${args[@]}" \
+      python3 -m servegate.memory.gpu_runs "recipes/gpu-${m//_/-}-standin.yaml" --out "$results/$m" "${args[@]}" \
       2>&1 | tee -a "$results/session.log" | grep -v "^ " >> "$results/$m/table.txt"
     log "$m: runs done"
     rm -rf "$folder"

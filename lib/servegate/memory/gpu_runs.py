@@ -149,7 +149,7 @@ def replay(recorded: Path | list, spec_path: str, gpu_total_bytes: int, recipe_p
     its bf16 weight bytes from the tensor plan, the GPU's CUDA-visible total as vLLM logged it."""
     from servegate.memory.plan import PlanContext, build_plan
     from servegate.memory.shapes import shape_from_config
-    from servegate.models.standin import count_params, load_standin
+    from servegate.models.standin import checkpoint_bytes, load_standin
     from servegate.models.standin_write import config_json
 
     spec = load_standin(spec_path)
@@ -169,7 +169,7 @@ def replay(recorded: Path | list, spec_path: str, gpu_total_bytes: int, recipe_p
                               node_total_bytes=128 * GIB, node_total_source="the lent machine's 128 GiB",
                               gpu_total_bytes=gpu_total_bytes, vllm_version=recipe.expect.memory.get("vllm"),
                               profile=with_profile)
-            return build_plan(shape, 2 * count_params(spec), "bf16 stand-in", ctx, model=spec.name)
+            return build_plan(shape, checkpoint_bytes(spec), f"{spec.quant} stand-in", ctx, model=spec.name)
 
         terms, calibrated = plan(None), plan(profile) if profile else None
         logged = row["logged"]

@@ -65,7 +65,7 @@ def _standin(spec_path: str, out_dir: str) -> int:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    print(f"{out} {spec.name}: {count_params(spec) / 1e9:.2f}B params, {written / 2**30:.2f} GiB bf16, "
+    print(f"{out} {spec.name}: {count_params(spec) / 1e9:.2f}B params, {written / 2**30:.2f} GiB {spec.quant}, "
           f"pattern {spec.pattern}")
     return 0
 

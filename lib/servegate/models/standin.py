@@ -10,6 +10,13 @@ LatentMoE projections, sigmoid gate with its correction bias) plus the MTP block
 least one of every kind present), picked at evenly spaced ranks and kept in their original order.
 `overrides:` replaces config keys (the CPU test shrinks the width with it; real runs leave it empty).
 
+`quant: nvfp4` plans a ModelOpt NVFP4 checkpoint in the published Nemotron-3 selective layout (the layout
+memory/terms.nvfp4_selective_bytes sizes): the routed and shared experts and the in/out projections of every
+Mamba layer except the one right before an attention layer are NVFP4 (packed e2m1 weight [out, in/2] U8,
+per-16 FP8-E4M3 block scales, FP32 global weight and input scales); attention, those Mamba layers, the
+LatentMoE projections, lm_head and the MTP block stay BF16 and are named in the config's exclude_modules;
+the router is FP32.
+
 This module is pyyaml-only (validation and the tensor plan); standin_write.py writes the files (numpy).
 """
 
@@ -32,14 +39,16 @@ NVFP4_GROUP = 16
 # projections, Mamba conv/norm, the MTP block) stay BF16, listed in the quantization config's exclude_modules.
 QUANTIZED_SUFFIXES = (".up_proj", ".down_proj", ".q_proj", ".k_proj", ".v_proj", ".o_proj", ".in_proj", ".out_proj")
 EXCLUDED = ["lm_head", "*.mixer.gate", "*fc1_latent_proj*", "*fc2_latent_proj*", "mtp*"]
+DTYPE_BYTES = {"BF16": 2, "F32": 4, "U8": 1, "F8_E4M3": 1}
 
 
 @dataclass(frozen=True)
 class Tensor:
     name: str
     shape: tuple[int, ...]
-    init: str  # normal | ones | zeros | a_log | dt_bias
+    init: str  # normal | ones | zeros | a_log | dt_bias | fp4 | block_scale | weight_scale_2 | input_scale
     linear: bool = False  # a Linear weight [out, in]: quantized unless excluded
+    dtype: str = "BF16"  # safetensors dtype: BF16 | F32 | U8 (two e2m1 values a byte) | F8_E4M3
 
     @property
     def numel(self) -> int:
@@ -47,6 +56,10 @@ class Tensor:
         for size in self.shape:
             out *= size
         return out
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_BYTES[self.dtype]
 
 
 @dataclass
@@ -158,8 +171,8 @@ def _check_widths(spec: StandinSpec) -> None:
         raise _error(spec.source, "overrides", "heads must be multiples of kv heads and Mamba heads of n_groups",
                      "fix num_key_value_heads / n_groups")
     if spec.quant == "nvfp4":
-        bad = sorted({t.name.rsplit(".", 2)[-2] for t in plan_tensors(spec)
-                      if t.linear and quantized(t.name) and t.shape[1] % NVFP4_GROUP})
+        bad = sorted({t.name.rsplit(".", 2)[-2] for t in _bf16_plan(spec)
+                      if t.linear and nvfp4_quantized(t.name, spec.pattern) and t.shape[1] % NVFP4_GROUP})
         if bad:
             raise _error(spec.source, "quant", f"NVFP4 needs input widths divisible by {NVFP4_GROUP}; not: {bad}",
                          "pick widths that are multiples of 16, or quant: fp8")
@@ -171,6 +184,50 @@ def quantized(name: str) -> bool:
     if name.startswith(("mtp.", "lm_head")) or module.endswith(".gate") or "latent_proj" in module:
         return False
     return module.endswith(QUANTIZED_SUFFIXES)
+
+
+def nvfp4_quantized(name: str, pattern: str) -> bool:
+    """Is this Linear weight NVFP4 in the published Nemotron-3 selective layout? Experts (routed and shared)
+    and Mamba in/out projections, except a Mamba layer followed by attention; attention stays BF16."""
+    if not quantized(name) or not name.startswith("backbone.layers."):
+        return False
+    index = int(name.split(".")[2])
+    kind = pattern[index]
+    if kind == "E":
+        return ".experts." in name or ".shared_experts." in name
+    return kind == "M" and not (index + 1 < len(pattern) and pattern[index + 1] == "*")
+
+
+def _nvfp4(tensors: list[Tensor], pattern: str) -> list[Tensor]:
+    """The BF16 plan rewritten as a ModelOpt NVFP4 checkpoint: each quantized Linear weight becomes its
+    packed weight, block scales and the two global scales (ModelOptNvFp4LinearMethod's parameters)."""
+    out = []
+    for t in tensors:
+        if t.linear and nvfp4_quantized(t.name, pattern):
+            module = t.name.removesuffix(".weight")
+            rows, cols = t.shape
+            out += [Tensor(t.name, (rows, cols // 2), "fp4", True, "U8"),
+                    Tensor(f"{module}.weight_scale", (rows, cols // NVFP4_GROUP), "block_scale", dtype="F8_E4M3"),
+                    Tensor(f"{module}.weight_scale_2", (), "weight_scale_2", dtype="F32"),
+                    Tensor(f"{module}.input_scale", (), "input_scale", dtype="F32")]
+        elif t.name.endswith(".mixer.gate.weight"):
+            out.append(Tensor(t.name, t.shape, t.init, t.linear, "F32"))  # the router is FP32
+        else:
+            out.append(t)
+    return out
+
+
+def nvfp4_excluded(spec: StandinSpec) -> list[str]:
+    """exclude_modules of the NVFP4 config: every BF16 Linear module by name (checkpoint names; vLLM maps
+    them as it maps the weights), and the MTP block by ModelOpt's wildcard."""
+    names = [t.name.removesuffix(".weight") for t in plan_tensors(spec)
+             if t.linear and t.dtype != "U8" and not t.name.startswith("mtp.")]
+    return names + (["mtp*"] if any(t.name.startswith("mtp.") for t in plan_tensors(spec)) else [])
+
+
+def checkpoint_bytes(spec: StandinSpec) -> int:
+    """The bytes of weights the writer puts on disk (the planner's checkpoint size for the stand-in)."""
+    return sum(t.nbytes for t in plan_tensors(spec))
 
 
 def _mamba(c: dict) -> list[Tensor]:
@@ -223,6 +280,11 @@ def _layer(c: dict, prefix: str, kind: str) -> list[Tensor]:
 
 def plan_tensors(spec: StandinSpec) -> list[Tensor]:
     """Every tensor of the checkpoint, in write order (names as NVIDIA's checkpoints spell them)."""
+    plan = _bf16_plan(spec)
+    return _nvfp4(plan, spec.pattern) if spec.quant == "nvfp4" else plan
+
+
+def _bf16_plan(spec: StandinSpec) -> list[Tensor]:
     c = spec.config
     h, vocab = c["hidden_size"], c["vocab_size"]
     out = [Tensor("backbone.embeddings.weight", (vocab, h), "normal")]
@@ -242,4 +304,5 @@ def plan_tensors(spec: StandinSpec) -> list[Tensor]:
 
 
 def count_params(spec: StandinSpec) -> int:
+    """Safetensors elements, as the hub counts a checkpoint's "params" (a packed NVFP4 byte is one)."""
     return sum(t.numel for t in plan_tensors(spec))
