@@ -41,6 +41,7 @@ super_cases=(
   "{\"name\":\"s-u050-mtp3-t\",\"set\":{},\"argv\":{\"--speculative-config\":$(printf '%s' "$MTP3" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')},\"trace\":true}"
   '{"name":"s-u050-b16k-t","set":{"max_num_batched_tokens":16384},"trace":true}'
   '{"name":"s-u050-graphs-s8","set":{"max_num_seqs":8},"argv":{"--enforce-eager":"drop-switch"}}'
+  '{"name":"s-u050-graphs-b4k-t","set":{"max_num_seqs":8,"max_num_batched_tokens":4096},"argv":{"--enforce-eager":"drop-switch"},"trace":true}'
 )
 ultra_cases=(
   '{"name":"u-u050-t","set":{},"trace":true}'
