@@ -24,18 +24,18 @@ nano_cases=(
   '{"name":"n-u030-graphs-s1","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}'
   '{"name":"n-u030-graphs-s64","set":{"gpu_memory_utilization":0.3,"max_num_seqs":64},"argv":{"--enforce-eager":"drop-switch"}}'
 )
-# the seed 002 floor sweep, NVFP4 + Marlin as the seed ran it: the first case that starts calibrates the rest
-nano_nvfp4_cases=(
-  '{"name":"n4-u030-t","set":{"gpu_memory_utilization":0.3},"trace":true}'
-  '{"name":"n4-u024","set":{"gpu_memory_utilization":0.24}}'
-  '{"name":"n4-u025","set":{"gpu_memory_utilization":0.25}}'
-  '{"name":"n4-u020","set":{"gpu_memory_utilization":0.2}}'
-  '{"name":"n4-u050","set":{"gpu_memory_utilization":0.5}}'
-  '{"name":"n4-u090","set":{"gpu_memory_utilization":0.9}}'
-  '{"name":"n4-u030-graphs","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}'
-  '{"name":"n4-u010","set":{"gpu_memory_utilization":0.1}}'
-  '{"name":"n4-u026","set":{"gpu_memory_utilization":0.26}}'
-)
+# the seed 002 floor sweep, NVFP4 + Marlin as the seed ran it, bracketing the floor the planner predicts on
+# this GPU (H100 ~0.245, H200 ~0.137); the first case that starts calibrates the rest
+if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -gt 100000 ]; then
+  floor=('0.14' '0.13' '0.15' '0.2' '0.1' '0.9') more=('0.135' '0.5')
+else
+  floor=('0.25' '0.24' '0.26' '0.2' '0.1' '0.9') more=('0.245' '0.5')
+fi
+u() { printf '{"name":"n4-u%03d","set":{"gpu_memory_utilization":%s}}' "$(python3 -c "print(round($1 * 1000))")" "$1"; }
+nano_nvfp4_cases=('{"name":"n4-u030-t","set":{"gpu_memory_utilization":0.3},"trace":true}')
+for f in "${floor[@]}"; do nano_nvfp4_cases+=("$(u "$f")"); done
+nano_nvfp4_cases+=('{"name":"n4-u030-graphs","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}')
+for f in "${more[@]}"; do nano_nvfp4_cases+=("$(u "$f")"); done
 super_cases=(
   '{"name":"s-u050-t","set":{},"trace":true}'
   "{\"name\":\"s-u050-mtp3-t\",\"set\":{},\"argv\":{\"--speculative-config\":$(printf '%s' "$MTP3" | python3 -c 'import json,sys;print(json.dumps(sys.stdin.read()))')},\"trace\":true}"
