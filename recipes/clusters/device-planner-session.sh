@@ -32,9 +32,9 @@ else
   floor=('0.25' '0.24' '0.26' '0.2' '0.1' '0.9') more=('0.245' '0.5')
 fi
 u() { printf '{"name":"n4-u%03d","set":{"gpu_memory_utilization":%s}}' "$(python3 -c "print(round($1 * 1000))")" "$1"; }
-nano_nvfp4_cases=('{"name":"n4-u030-t","set":{"gpu_memory_utilization":0.3},"trace":true}')
+nano_nvfp4_cases=('{"name":"n4-u300-t","set":{"gpu_memory_utilization":0.3},"trace":true}')
 for f in "${floor[@]}"; do nano_nvfp4_cases+=("$(u "$f")"); done
-nano_nvfp4_cases+=('{"name":"n4-u030-graphs","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}')
+nano_nvfp4_cases+=('{"name":"n4-u300-graphs","set":{"gpu_memory_utilization":0.3},"argv":{"--enforce-eager":"drop-switch"}}')
 for f in "${more[@]}"; do nano_nvfp4_cases+=("$(u "$f")"); done
 super_cases=(
   '{"name":"s-u050-t","set":{},"trace":true}'
