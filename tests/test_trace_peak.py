@@ -36,6 +36,17 @@ def test_replay_finds_the_peak_and_groups_the_live_blocks_by_vllm_site():
     assert sites[key] == (100, 2)
 
 
+def test_large_blocks_keep_their_alloc_and_free_event_indices():
+    mib = 1 << 20
+    events = [{"action": "alloc", "addr": 1, "size": 300 * mib, "frames": []},
+              {"action": "alloc", "addr": 2, "size": 1 * mib, "frames": []},      # too small to follow
+              {"action": "alloc", "addr": 3, "size": 64 * mib, "frames": []},
+              {"action": "free_requested", "addr": 1, "size": 300 * mib},
+              {"action": "free_requested", "addr": 2, "size": 1 * mib}]
+    lifetimes = trace_peak.analyze({"device_traces": [events]})["lifetimes"]
+    assert [(b["alloc"], b["free"], b["mib"]) for b in lifetimes] == [(0, 3, 300.0), (2, None, 64.0)]
+
+
 def test_free_completed_without_a_request_still_frees():
     events = [{"action": "alloc", "addr": 1, "size": 10, "frames": []},
               {"action": "free_completed", "addr": 1, "size": 10},

@@ -26,6 +26,8 @@ from pathlib import Path
 TARGET_MODULE = "vllm.v1.worker.gpu_model_runner"
 MAX_ENTRIES = 2_000_000
 TOP = 40
+LIFETIME_MIN_BYTES = 8 << 20  # blocks this large get their alloc/free event indices recorded
+LIFETIMES = 400
 
 
 def _site(frames: list[dict], depth: int = 3) -> str:
@@ -51,6 +53,8 @@ def analyze(snapshot: dict, device: int = 0) -> dict:
     traces = snapshot.get("device_traces") or []
     events = traces[device] if device < len(traces) else []
     live: dict[int, tuple[int, str]] = {}
+    born: dict[int, int] = {}
+    lifetimes: list[dict] = []
     current = peak = 0
     peak_live: dict[int, tuple[int, str]] = {}
     peak_index = -1
@@ -58,14 +62,19 @@ def analyze(snapshot: dict, device: int = 0) -> dict:
         action, addr, size = event.get("action"), event.get("addr"), int(event.get("size") or 0)
         if action == "alloc":
             live[addr] = (size, _site(event.get("frames")))
+            born[addr] = index
             current += size
             if current > peak:
                 peak, peak_index, peak_live = current, index, dict(live)
         elif action == "free_requested":
             current -= size
-            live.pop(addr, None)
+            _ended(lifetimes, live.pop(addr, None), born.pop(addr, None), index)
         elif action == "free_completed" and addr in live:  # a free whose request was not recorded
-            current -= live.pop(addr)[0]
+            block = live.pop(addr)
+            current -= block[0]
+            _ended(lifetimes, block, born.pop(addr, None), index)
+    for addr, block in live.items():  # alive when recording stopped
+        _ended(lifetimes, block, born.get(addr), None)
     groups: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for size, site in peak_live.values():
         groups[site][0] += size
@@ -78,7 +87,14 @@ def analyze(snapshot: dict, device: int = 0) -> dict:
         "live_at_peak_bytes": sum(size for size, _ in peak_live.values()),
         "sites": [{"bytes": b, "blocks": n, "site": site} for site, (b, n) in ranked[:TOP]],
         "other_bytes": sum(b for _, (b, _n) in ranked[TOP:]),
+        # the large blocks in allocation order: which were alive together, and for how many events
+        "lifetimes": sorted(lifetimes, key=lambda b: b["alloc"])[:LIFETIMES],
     }
+
+
+def _ended(out: list[dict], block: tuple[int, str] | None, alloc: int | None, free: int | None) -> None:
+    if block and alloc is not None and block[0] >= LIFETIME_MIN_BYTES:
+        out.append({"alloc": alloc, "free": free, "mib": round(block[0] / 2**20, 1), "site": block[1]})
 
 
 def _wrap(runner_class, out_path: str) -> None:
