@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import time
 from pathlib import Path
@@ -361,3 +362,21 @@ def test_cli_plans_a_seed_recipe_offline_from_its_hub_path(tmp_path, capsys):
     assert "nemotron-3-ultra.yaml" in out and "checkpoint 'NVFP4'" in out and "verdict: WARN" in out
     assert servegate_main([*argv, "--set", "budget=80"]) == 1  # 82 GiB of weights per rank cannot load
     assert "exceed the budget" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer,expected", [("9.0", 9.0), ("12.1\n12.1", 12.1), ("[N/A]", None)])
+def test_the_head_gpus_compute_capability_is_read_from_nvidia_smi(tmp_path, monkeypatch, answer, expected):
+    from servegate.memory.recipe_plan import gpu_capability
+    (tmp_path / "bin").mkdir()
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.write_text(f'#!/bin/sh\n[ "$1" = --query-gpu=compute_cap ] && printf "%s\\n" "{answer}"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    cluster = tmp_path / "gpu-local.yaml"
+    cluster.write_text("name: gpu-local\nnodes:\n  - {name: g, role: head, host: 'local://', "
+                       "fabric_ip: 127.0.0.1, runtime: host, gpus: 1}\n")
+    loaded = load_cluster(cluster)
+    rendered = render(load_recipe(ROOT / "recipes" / "local-hybrid.yaml"), loaded, {})
+    hosts = {node.name: NodeHost(node) for node in loaded.nodes}
+    assert gpu_capability(rendered, hosts) == expected
+    assert gpu_capability(rendered, None) is None  # offline: no node is asked

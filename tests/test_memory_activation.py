@@ -68,15 +68,21 @@ def test_flashinfer_cutlass_scratch_is_per_call_and_not_kept():
     assert term.kept == kept and term.bytes > per_call
 
 
-@pytest.mark.parametrize("argv,env,model,expected", [
-    (["vllm", "serve", "m", "--moe-backend", "flashinfer_cutlass"], {}, "x-NVFP4", "flashinfer_cutlass"),
-    (["vllm", "serve", "m"], {"VLLM_USE_FLASHINFER_MOE_FP4": "0"}, "Nano-NVFP4", "marlin"),
-    (["vllm", "serve", "m", "--quantization", "fp8"], {"VLLM_TEST_FORCE_FP8_MARLIN": "1"}, "standin", "marlin"),
-    (["vllm", "serve", "m"], {"VLLM_TEST_FORCE_FP8_MARLIN": "1"}, "bf16 stand-in", "triton"),
-    (["vllm", "serve", "m"], {}, "Nano-BF16", "triton"),
+@pytest.mark.parametrize("argv,env,model,capability,expected", [
+    (["vllm", "serve", "m", "--moe-backend", "flashinfer_cutlass"], {}, "x-NVFP4", 12.1, "flashinfer_cutlass"),
+    (["vllm", "serve", "m"], {"VLLM_USE_FLASHINFER_MOE_FP4": "0"}, "Nano-NVFP4", None, "marlin"),
+    (["vllm", "serve", "m", "--quantization", "fp8"], {"VLLM_TEST_FORCE_FP8_MARLIN": "1"}, "standin", None, "marlin"),
+    # vLLM 0.25's NVFP4 MoE oracle reads VLLM_TEST_FORCE_FP8_MARLIN too (fused_moe/oracle/nvfp4.py)
+    (["vllm", "serve", "m"], {"VLLM_TEST_FORCE_FP8_MARLIN": "1"}, "Nano-NVFP4", 12.1, "marlin"),
+    # Hopper has no FP4 MoE kernel: every NVFP4 backend ahead of Marlin needs sm_100+
+    (["vllm", "serve", "m"], {}, "Ultra-NVFP4", 9.0, "marlin"),
+    (["vllm", "serve", "m", "--moe-backend", "triton"], {}, "Ultra-NVFP4", 9.0, "triton"),
+    (["vllm", "serve", "m"], {}, "Ultra-BF16", 9.0, "triton"),
+    (["vllm", "serve", "m"], {"VLLM_TEST_FORCE_FP8_MARLIN": "1"}, "bf16 stand-in", None, "triton"),
+    (["vllm", "serve", "m"], {}, "Nano-BF16", None, "triton"),
 ])
-def test_moe_backend_follows_flags_and_env(argv, env, model, expected):
-    assert terms.moe_backend(argv, env, model) == expected
+def test_moe_backend_follows_flags_env_and_the_gpu(argv, env, model, capability, expected):
+    assert terms.moe_backend(argv, env, model, capability) == expected
 
 
 def test_a_plain_transformer_runs_its_ffn_after_every_attention_layer():

@@ -64,6 +64,8 @@ MEMORY = {
     }),
     "node_total_gib": Field(NUMBER, None, "memory per node the planner budgets against (default: MemTotal)"),
     "gpu_total_gib": Field(NUMBER, None, "memory per discrete GPU (unset: unified memory, the node's total)"),
+    "gpu_compute_capability": Field(NUMBER, None, "the GPU's CUDA compute capability, e.g. 9.0 (default: "
+                                    "nvidia-smi's compute_cap on the head; it decides the NVFP4 MoE kernel)"),
     "overhead_gib": Field(NUMBER, None, "memory beside weights and KV per rank (default: the planner's "
                           "activation and non-torch terms on GPU, 0.5 on CPU)"),
     "vllm": Field(str, None, "vLLM version the image runs (how its log counts KV tokens; unset: newest)"),

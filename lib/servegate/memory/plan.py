@@ -148,7 +148,7 @@ def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: P
     if ctx.platform == "cpu":
         return [weights, t.Term("runtime", int(CPU_OVERHEAD_GIB * GIB), "CPU engine beside weights", "default")]
     ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
-    backend = t.moe_backend(ctx.argv, ctx.env, hint)
+    backend = t.moe_backend(ctx.argv, ctx.env, hint, ctx.gpu_capability)
     activation = t.activation(shape, layout.batch, layout.seqs, layout.tp, ep, f.drafts_with_mtp_layers(ctx.argv),
                               backend)
     graphs = g.cudagraph(shape, ctx.argv, layout.seqs, layout.batch, layout.num_spec, layout.tp, ep,
@@ -166,7 +166,7 @@ def _graphs_beside(shape: ModelShape, layout: _Layout, ctx: PlanContext, hint: s
         return None
     ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
     term = g.cudagraph(shape, ctx.argv, layout.seqs, layout.batch, layout.num_spec, layout.tp, ep,
-                       f.drafts_with_mtp_layers(ctx.argv), t.moe_backend(ctx.argv, ctx.env, hint))
+                       f.drafts_with_mtp_layers(ctx.argv), t.moe_backend(ctx.argv, ctx.env, hint, ctx.gpu_capability))
     if term:
         term.name = "CUDA graphs (captured after the KV cache, vLLM < 0.21)"
     return term

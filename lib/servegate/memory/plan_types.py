@@ -24,6 +24,7 @@ class PlanContext:
     node_total_bytes: int
     node_total_source: str
     gpu_total_bytes: int | None = None
+    gpu_capability: float | None = None  # CUDA compute capability (9.0 Hopper, 10.0 B200, 12.1 GB10)
     overhead_bytes: int | None = None
     margin_bytes: int | None = None
     floor_bytes: int | None = None

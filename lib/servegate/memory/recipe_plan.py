@@ -140,6 +140,24 @@ def gpu_total(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> int | No
     return int((numbers[0] - (numbers[1] if len(numbers) > 1 else 0)) * 2**20)
 
 
+def gpu_capability(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> float | None:
+    """The head GPU's CUDA compute capability (nvidia-smi's compute_cap, e.g. 9.0), or None when no GPU is
+    declared or reachable, or the driver does not say."""
+    head = rendered.cluster.head
+    host = hosts.get(head.name) if hosts else None
+    if host is None or not head.gpus:
+        return None
+    try:
+        out = host.run("nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null").stdout
+    except NodeError:
+        return None
+    first = (out.strip().splitlines() or [""])[0].strip()
+    try:
+        return float(first)
+    except ValueError:
+        return None
+
+
 def plan_for(
     rendered: Rendered, hosts: dict[str, NodeHost] | None = None, profile: dict | None = None
 ) -> MemoryPlan:
@@ -161,6 +179,7 @@ def plan_for(
         node_total_bytes=total,
         node_total_source=total_source,
         gpu_total_bytes=in_bytes("gpu_total_gib") or gpu_total(rendered, hosts),
+        gpu_capability=memory.get("gpu_compute_capability") or gpu_capability(rendered, hosts),
         overhead_bytes=in_bytes("overhead_gib"),
         margin_bytes=in_bytes("margin_gib"),
         floor_bytes=in_bytes("floor_gib"),

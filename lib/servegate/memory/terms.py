@@ -157,18 +157,24 @@ def weights(shape: ModelShape, checkpoint_bytes: int, world: int, drafts_with_mt
 MOE_BACKENDS = ("triton", "marlin", "flashinfer_cutlass")
 
 
-def moe_backend(argv: list[str], env: dict[str, str], model: str) -> str:
-    """Which fused-MoE kernel vLLM picks, as far as the workspace is concerned: --moe-backend when given,
-    else Marlin where the recipe forces it (VLLM_TEST_FORCE_FP8_MARLIN for FP8, VLLM_USE_FLASHINFER_MOE_FP4=0
-    or VLLM_NVFP4_GEMM_BACKEND=marlin for NVFP4), else Triton (unquantized and FP8 on Hopper)."""
+def moe_backend(argv: list[str], env: dict[str, str], model: str, capability: float | None = None) -> str:
+    """Which fused-MoE kernel vLLM picks, as far as the workspace is concerned: --moe-backend when given;
+    else Marlin where the recipe forces it (VLLM_TEST_FORCE_FP8_MARLIN for FP8, and for NVFP4 too from
+    vLLM 0.25, fused_moe/oracle/nvfp4.py; VLLM_USE_FLASHINFER_MOE_FP4=0 or VLLM_NVFP4_GEMM_BACKEND=marlin
+    for NVFP4 in the versions that read them, seed 002's 0.18.1) or where the GPU has no FP4 MoE kernel
+    (compute capability below 10: every NVFP4 backend ahead of Marlin in 0.25's oracle, FlashInfer TRTLLM,
+    CuteDSL and CUTLASS, needs sm_100 or newer); else Triton's workspace (unquantized and FP8 on Hopper;
+    also NVFP4 on Blackwell with no backend named, where 0.25 picks FlashInfer's TRTLLM MoE, not modelled)."""
     named = (flag_value(argv, "--moe-backend") or "").strip().lower()
     if named in MOE_BACKENDS:
         return named
     quant = ((flag_value(argv, "--quantization") or "") + " " + model).lower()
-    if "fp4" in quant and (env.get("VLLM_USE_FLASHINFER_MOE_FP4") == "0"
-                           or env.get("VLLM_NVFP4_GEMM_BACKEND", "").lower() == "marlin"):
+    forced = env.get("VLLM_TEST_FORCE_FP8_MARLIN") == "1"
+    if "fp4" in quant and (forced or env.get("VLLM_USE_FLASHINFER_MOE_FP4") == "0"
+                           or env.get("VLLM_NVFP4_GEMM_BACKEND", "").lower() == "marlin"
+                           or (capability is not None and capability < 10)):
         return "marlin"
-    if "fp8" in quant and env.get("VLLM_TEST_FORCE_FP8_MARLIN") == "1":
+    if "fp8" in quant and forced:
         return "marlin"
     return "triton"
 
