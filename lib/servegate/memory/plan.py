@@ -202,6 +202,20 @@ def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t
         + (f" - CUDA graphs {measured['cudagraph_estimate_gib']:g} GiB" if cal_graphs else ""), where)]
 
 
+def _node_terms(ctx: PlanContext, runtime: list[t.Term], late_graphs: t.Term | None,
+                ranks_per_node: int) -> list[t.Term]:
+    """On unified memory, what the node holds beside the reservations; the last term is the prefill transient."""
+    if not ctx.unified:
+        return []
+    # what a prefill chunk allocates again: the activation peak less the workspace vLLM keeps
+    transient = next((term.bytes - term.kept for term in runtime if term.name == "activation peak"), 0)
+    node_terms = t.node_terms(ctx.uses_ray, ranks_per_node * transient)
+    if late_graphs:
+        late_graphs.bytes *= ranks_per_node
+        node_terms.insert(len(node_terms) - 1, late_graphs)
+    return node_terms
+
+
 def build_plan(
     shape: ModelShape, weight_bytes: int, weight_source: str, ctx: PlanContext, model: str = ""
 ) -> MemoryPlan:
@@ -212,15 +226,8 @@ def build_plan(
     weights_rank, overhead = runtime[0].bytes, sum(term.bytes for term in runtime[1:])
     budget, kv_budget, source = _budget(ctx, weights_rank, overhead)
     footprint = budget if budget is not None else weights_rank + kv_budget + overhead
-    node_terms: list[t.Term] = []
-    if ctx.unified:
-        # what a prefill chunk allocates again: the activation peak less the workspace vLLM keeps
-        transient = next((term.bytes - term.kept for term in runtime if term.name == "activation peak"), 0)
-        node_terms = t.node_terms(ctx.uses_ray, ranks_per_node * transient)
     late_graphs = _graphs_beside(shape, layout, ctx, f"{model} {weight_source}")
-    if late_graphs and ctx.unified:
-        late_graphs.bytes *= ranks_per_node
-        node_terms.insert(len(node_terms) - 1, late_graphs)
+    node_terms = _node_terms(ctx, runtime, late_graphs, ranks_per_node)
     beside = sum(term.bytes for term in node_terms[:-1])
     node_footprint = ranks_per_node * footprint + beside if ctx.gpu_total_bytes is None else 0
     one = layout.one_sequence
@@ -260,18 +267,24 @@ def build_plan(
         node_terms=node_terms,
         prefill_peak_bytes_per_node=node_footprint + (node_terms[-1].bytes if node_terms else 0),
     )
-    plan.notes += _notes(shape, layout)
-    if shape.mamba_layers and (late_graphs or any(term.name == "CUDA graphs" for term in runtime)):
-        plan.notes.append("torch.compile (no --enforce-eager): the activation term is the eager one; vLLM 0.25 "
-                          "measured +0.01 / +0.78 / +0.76 GiB above eager on the Nano / Super / Ultra stand-ins "
-                          "(results/gpu/20261205-h100-planner-graphs.md): --profile a compiled run to carry it")
-    if late_graphs and not ctx.unified:
-        plan.notes.append(f"{late_graphs.name}: {late_graphs.bytes / GIB:.2f} GiB per rank on the GPU beyond the "
-                          "reservation")
-    if ctx.platform == "gpu" and ctx.overhead_bytes is None and ctx.profile is None and t.NON_TORCH_BYTES is None:
-        plan.notes.append("non-torch memory (CUDA context, cuBLAS) not yet measured: counted as 0")
+    plan.notes += _notes(shape, layout) + _runtime_notes(shape, ctx, runtime, late_graphs)
     plan.findings = judge(plan, ctx)
     return plan
+
+
+def _runtime_notes(shape: ModelShape, ctx: PlanContext, runtime: list[t.Term], late_graphs: t.Term | None) -> list[str]:
+    """What the runtime terms leave out: torch.compile's activation, graphs beyond the reservation, non-torch."""
+    notes = []
+    if shape.mamba_layers and (late_graphs or any(term.name == "CUDA graphs" for term in runtime)):
+        notes.append("torch.compile (no --enforce-eager): the activation term is the eager one; vLLM 0.25 "
+                     "measured +0.01 / +0.78 / +0.76 GiB above eager on the Nano / Super / Ultra stand-ins "
+                     "(results/gpu/20261205-h100-planner-graphs.md): --profile a compiled run to carry it")
+    if late_graphs and not ctx.unified:
+        notes.append(f"{late_graphs.name}: {late_graphs.bytes / GIB:.2f} GiB per rank on the GPU beyond the "
+                     "reservation")
+    if ctx.platform == "gpu" and ctx.overhead_bytes is None and ctx.profile is None and t.NON_TORCH_BYTES is None:
+        notes.append("non-torch memory (CUDA context, cuBLAS) not yet measured: counted as 0")
+    return notes
 
 
 def _budget(ctx: PlanContext, weights_rank: int, overhead: int) -> tuple[int | None, int, str]:
