@@ -30,6 +30,7 @@ from servegate.memory.profile import parse_log
 from servegate.memory.recipe_plan import plan_for
 from servegate.memory.seeds import edit_argv
 from servegate.memory.terms import CUDA_CONTEXT_BYTES
+from servegate.memory.uma_probe import read, window
 from servegate.memory.vllm_log import parse_kv_log
 from servegate.nodes.host import NodeHost
 from servegate.render.command import render
@@ -94,8 +95,11 @@ def run_case(recipe, cluster, hosts, case: dict, base_set: dict, out: Path, prof
     log_path = out / f"{case['name']}.log"
     serve = next(launch for launch in rendered.launches if launch.role == "serve")
     env = {**os.environ, **serve.env, "VLLM_LOGGING_LEVEL": "DEBUG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TRACE_HOOK), str(LIB), env.get("PYTHONPATH")]))
+    probe = out / f"{case['name']}-host.jsonl"
+    probe.unlink(missing_ok=True)
+    env["SERVEGATE_HOST_PROBE"] = str(probe)  # every case: what a unified-memory node would count (uma_probe)
     if case.get("trace"):
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TRACE_HOOK), str(LIB), env.get("PYTHONPATH")]))
         env["SERVEGATE_TRACE_PROFILE"] = str(out / f"{case['name']}-peak.json")
     ran = launch(["bash", "-c", shlex.join(rendered.serve_argv)], env,
                  log_path, rendered.port, recipe.expect.ready_timeout_s or 600)
@@ -104,6 +108,7 @@ def run_case(recipe, cluster, hosts, case: dict, base_set: dict, out: Path, prof
     peak = out / f"{case['name']}-peak.json"
     row = {"case": case["name"], "set": case.get("set", {}), "argv": case.get("argv") or {}, **ran, "logged": logged,
            "peak_trace": json.loads(peak.read_text()) if peak.exists() else None,
+           "uma_window": uma_window(probe),
            "plan": {"verdict": plan.verdict, "kv_gib": plan.kv_budget_bytes / GIB, "kv_tokens": plan.capacity.tokens,
                     "weights_gib": plan.weight_bytes_per_rank / GIB,
                     "terms": {t.name: t.bytes / GIB for t in plan.terms}}}
@@ -111,6 +116,20 @@ def run_case(recipe, cluster, hosts, case: dict, base_set: dict, out: Path, prof
         row["calibrated"] = {"verdict": calibrated.verdict, "kv_gib": calibrated.kv_budget_bytes / GIB,
                              "kv_tokens": calibrated.capacity.tokens}
     return row
+
+
+def uma_window(probe: Path) -> dict | None:
+    try:
+        return window(read(probe)) if probe.exists() else None
+    except (ValueError, KeyError) as exc:
+        return {"error": f"{probe}: {exc}"}
+
+
+def uma_text(found: dict | None) -> str:
+    if not found or "uma_non_torch_bytes" not in found:
+        return ""
+    return (f" | UMA non-torch {found['uma_non_torch_bytes'] / GIB:.2f} GiB (host {found['host_bytes'] / GIB:.2f}, "
+            f"worker RssAnon {found['worker_rss_anon_bytes'] / GIB:+.2f})")
 
 
 def profile_from(row: dict, recipe, cluster, base_set: dict, hosts) -> dict | None:
@@ -253,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
               f"vLLM {logged.get('kv_cache_gib')} | tokens plan {plan['kv_tokens']:,} "
               f"calib {row.get('calibrated', {}).get('kv_tokens', 0):,} vLLM {logged.get('kv_tokens')} | "
               f"weights plan {plan['weights_gib']:.2f} vLLM {logged.get('weights_gib')} | "
-              f"act vLLM {logged.get('peak_activation_gib')} non-torch {logged.get('non_torch_gib')}", flush=True)
+              f"act vLLM {logged.get('peak_activation_gib')} non-torch {logged.get('non_torch_gib')}"
+              + uma_text(row.get("uma_window")), flush=True)
     return 0
 
 

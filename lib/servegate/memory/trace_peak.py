@@ -17,11 +17,12 @@ install() is what the hook's sitecustomize calls; analyze() is pure (a snapshot 
 
 from __future__ import annotations
 
-import importlib.abc
 import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from servegate.memory.import_hook import after_import
 
 TARGET_MODULE = "vllm.v1.worker.gpu_model_runner"
 MAX_ENTRIES = 2_000_000
@@ -125,43 +126,8 @@ def _wrap(runner_class, out_path: str) -> None:
     runner_class.profile_run = profile_run
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Wraps GPUModelRunner.profile_run as soon as vLLM's module is executed (in the engine process)."""
-
-    def __init__(self, out_path: str):
-        self.out_path = out_path
-
-    def find_spec(self, name, path, target=None):
-        if name != TARGET_MODULE:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            from importlib.util import find_spec
-
-            spec = find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None:
-            return spec
-        loader, out_path = spec.loader, self.out_path
-
-        class Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
-
-            def exec_module(self, module):
-                loader.exec_module(module)
-                _wrap(module.GPUModelRunner, out_path)
-
-        spec.loader = Loader()
-        return spec
-
-
 def install(out_path: str) -> None:
-    if TARGET_MODULE in sys.modules:
-        _wrap(sys.modules[TARGET_MODULE].GPUModelRunner, out_path)
-        return
-    sys.meta_path.insert(0, _Finder(out_path))
+    after_import(TARGET_MODULE, lambda module: _wrap(module.GPUModelRunner, out_path))
 
 
 def print_summary(summary: dict) -> None:
