@@ -118,42 +118,39 @@ def _image_vllm(recipe) -> str | None:
     return image.get("vllm") if image is not None else None
 
 
-def gpu_total(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> int | None:
-    """A discrete GPU's memory as nvidia-smi reports it on the head (None on unified memory, where it says
-    [N/A], or when no GPU is declared or reachable)."""
+def _head_gpu_query(rendered: Rendered, hosts: dict[str, NodeHost] | None, fields: str) -> list[str] | None:
+    """The first GPU's line of `nvidia-smi --query-gpu=FIELDS` on the head, split at commas; None when no GPU
+    is declared, the head is not reachable or nvidia-smi fails."""
     head = rendered.cluster.head
     host = hosts.get(head.name) if hosts else None
     if host is None or not head.gpus:
         return None
-    numbers: list[float] = []
+    try:
+        out = host.run(f"nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits 2>/dev/null").stdout
+    except NodeError:
+        return None
+    return [value.strip() for value in (out.strip().splitlines() or [""])[0].split(",")]
+
+
+def gpu_total(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> int | None:
+    """A discrete GPU's memory as nvidia-smi reports it on the head (None on unified memory, where it says
+    [N/A], or when no GPU is declared or reachable)."""
     for fields in ("memory.total,memory.reserved", "memory.total"):  # older drivers lack memory.reserved
-        try:
-            out = host.run(f"nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits 2>/dev/null").stdout
-        except NodeError:
+        values = _head_gpu_query(rendered, hosts, fields)
+        if values is None:
             return None
-        values = [v.strip() for v in (out.strip().splitlines() or [""])[0].split(",")]
         numbers = [float(v) for v in values if v.replace(".", "", 1).isdigit()]
         if numbers:
-            break
-    if not numbers:
-        return None  # [N/A]: unified memory
-    return int((numbers[0] - (numbers[1] if len(numbers) > 1 else 0)) * 2**20)
+            return int((numbers[0] - (numbers[1] if len(numbers) > 1 else 0)) * 2**20)
+    return None  # [N/A]: unified memory
 
 
 def gpu_capability(rendered: Rendered, hosts: dict[str, NodeHost] | None) -> float | None:
     """The head GPU's CUDA compute capability (nvidia-smi's compute_cap, e.g. 9.0), or None when no GPU is
     declared or reachable, or the driver does not say."""
-    head = rendered.cluster.head
-    host = hosts.get(head.name) if hosts else None
-    if host is None or not head.gpus:
-        return None
+    values = _head_gpu_query(rendered, hosts, "compute_cap")
     try:
-        out = host.run("nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null").stdout
-    except NodeError:
-        return None
-    first = (out.strip().splitlines() or [""])[0].strip()
-    try:
-        return float(first)
+        return float(values[0]) if values else None
     except ValueError:
         return None
 
