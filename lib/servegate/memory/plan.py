@@ -149,15 +149,24 @@ def _runtime_terms(shape: ModelShape, weight_bytes: int, layout: _Layout, ctx: P
         return [weights, t.Term("runtime", int(CPU_OVERHEAD_GIB * GIB), "CPU engine beside weights", "default")]
     ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
     backend = t.moe_backend(ctx.argv, ctx.env, hint, ctx.gpu_capability)
+    weights = _as_loaded(weights, backend, hint)
     activation = t.activation(shape, layout.batch, layout.seqs, layout.tp, ep, f.drafts_with_mtp_layers(ctx.argv),
                               backend)
     graphs = g.cudagraph(shape, ctx.argv, layout.seqs, layout.batch, layout.num_spec, layout.tp, ep,
                          f.drafts_with_mtp_layers(ctx.argv), backend)
     # vLLM 0.21+ takes the graphs out of the KV budget; before, they land beyond the reservation (node_terms)
     inside = [graphs] if graphs and g.subtracted_from_kv(ctx.vllm_version, ctx.env) else []
+    if ctx.unified and not (ctx.profile or {}).get("calibration", {}).get("unified"):
+        # (a calibration on a unified node already holds it in its residual)
+        inside.append(t.uma_host(compiled=not f.has_flag(ctx.argv, "--enforce-eager")))
     if ctx.profile is None:
         return [weights, activation, t.non_torch(), *inside]
-    return [*_calibrated(shape, weight_bytes, layout, ctx, weights, activation, backend), *inside]
+    return [*_calibrated(shape, weight_bytes, layout, ctx, weights, activation, backend, hint), *inside]
+
+
+def _as_loaded(weights: t.Term, backend: str, hint: str) -> t.Term:
+    """The checkpoint's share as vLLM holds it after loading (NVFP4 on Marlin: measured above its bytes)."""
+    return t.marlin_nvfp4_loaded(weights) if backend == "marlin" and "fp4" in hint.lower() else weights
 
 
 def _graphs_beside(shape: ModelShape, layout: _Layout, ctx: PlanContext, hint: str) -> t.Term | None:
@@ -172,11 +181,13 @@ def _graphs_beside(shape: ModelShape, layout: _Layout, ctx: PlanContext, hint: s
     return term
 
 
-def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t.Term, backend: str) -> list[t.Term]:
+def _calibrated(shape, weight_bytes, layout, ctx, weights: t.Term, activation: t.Term, backend: str,
+                hint: str) -> list[t.Term]:
     """Weights, activation and residual from a calibration run (memory/profile.py)."""
     cal, measured, where = ctx.profile["calibration"], ctx.profile["measured"], ctx.profile.get("path", "profile")
     ep = f.has_flag(ctx.argv, "--enable-expert-parallel")
-    cal_weights = t.weights(shape, weight_bytes, int(cal["ranks"]), bool(cal["drafts_with_mtp"]))
+    cal_weights = _as_loaded(t.weights(shape, weight_bytes, int(cal["ranks"]), bool(cal["drafts_with_mtp"])),
+                             backend, hint)
     if measured.get("weights_gib") is not None:
         loaded = int(measured["weights_gib"] * GIB)
         weights = t.Term("weights per rank", int(loaded * weights.bytes / max(1, cal_weights.bytes)),
@@ -265,6 +276,7 @@ def build_plan(
         capacity=_capacity(layout, kv_budget, ctx),
         terms=runtime,
         node_terms=node_terms,
+        unified=ctx.unified,
         prefill_peak_bytes_per_node=node_footprint + (node_terms[-1].bytes if node_terms else 0),
     )
     plan.notes += _notes(shape, layout) + _runtime_notes(shape, ctx, runtime, late_graphs)
@@ -278,7 +290,8 @@ def _runtime_notes(shape: ModelShape, ctx: PlanContext, runtime: list[t.Term], l
     if shape.mamba_layers and (late_graphs or any(term.name == "CUDA graphs" for term in runtime)):
         notes.append("torch.compile (no --enforce-eager): the activation term is the eager one; vLLM 0.25 "
                      "measured +0.01 / +0.78 / +0.76 GiB above eager on the Nano / Super / Ultra stand-ins "
-                     "(results/gpu/20261205-h100-planner-graphs.md): --profile a compiled run to carry it")
+                     "(results/gpu/20261205-h100-planner-graphs.md), +0.66 on the NVFP4 Nano on Marlin "
+                     "(results/gpu/20261206-h100-nano-nvfp4.md): --profile a compiled run to carry it")
     if late_graphs and not ctx.unified:
         notes.append(f"{late_graphs.name}: {late_graphs.bytes / GIB:.2f} GiB per rank on the GPU beyond the "
                      "reservation")

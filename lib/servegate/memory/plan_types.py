@@ -82,6 +82,7 @@ class MemoryPlan:
     terms: list[t.Term] = field(default_factory=list)  # inside the reservation, before KV
     node_terms: list[t.Term] = field(default_factory=list)  # beside it, on a unified-memory node
     prefill_peak_bytes_per_node: int = 0  # the node at a full-size prefill chunk (unified memory)
+    unified: bool = False  # a GPU sharing the node's memory: vLLM counts the host's growth as non-torch
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -10,6 +10,8 @@ depend on the settings, and recomputes the ones that do:
   residual     (reservation - KV) - weights - activation - CUDA-graph estimate (when logged) at the
                calibration: non-torch memory, allocator slack, and whatever the formulas miss; carried
                over unchanged (the CUDA-graph term is recomputed for the new setting, memory/graphs.py)
+  unified      true when the calibration ran on a unified-memory node: its residual then already holds
+               the host growth vLLM counts there (terms.uma_host), which a discrete calibration lacks
 `servegate memory profile RUN` writes one from a finished run (run.json's plan + the head's vLLM log),
 beside the recipe's baseline; `servegate memory plan RECIPE --profile FILE` uses it. A profile can also
 be written by hand from a published log (each figure with its source), as recipes/models/profiles/ does.
@@ -74,6 +76,10 @@ def load_profile(path: Path) -> dict:
                                       or (value < 0 and not negative_ok)):
                 raise RecipeError(f"memory profile {path}: {section}.{key} = {value!r} is not a size/count",
                                   fix="write a non-negative number (GiB for *_gib; kv_cache_gib may be negative)")
+    unified = calibration.get("unified", False)
+    if not isinstance(unified, bool):
+        raise RecipeError(f"memory profile {path}: calibration.unified = {unified!r} is not true/false",
+                          fix="true when the calibration ran on a unified-memory node (DGX Spark), else false")
     data["path"] = str(path)
     return data
 
@@ -101,6 +107,8 @@ def profile_from_run(run_dir: Path) -> dict:
             "max_num_seqs": plan["max_num_seqs"],
             "drafts_with_mtp": bool(plan.get("drafts_with_mtp")),
             "ranks": plan["tensor_parallel"] * plan["pipeline_parallel"],
+            # on unified memory vLLM's non-torch figure already holds the host's growth (terms.uma_host)
+            "unified": bool(plan.get("unified")),
         },
         "measured": {key: measured.get(key) for key in sorted(MEASURED_KEYS)},
     }

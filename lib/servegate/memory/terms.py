@@ -25,6 +25,13 @@ Inside the GPU reservation (vLLM 0.18-0.34 gpu_worker.determine_available_memory
                  context is already there when it starts counting): 0.22-0.23 GiB logged by vLLM 0.25 in
                  all six H200 runs (results/gpu/20261205-h200-memory-planner.md); cuBLAS alone measured
                  0.15 GiB (memory/measure_cuda.py).
+  - UMA host:    on a unified-memory GPU (GB10, GH200) vLLM's MemorySnapshot reads psutil's MemAvailable
+                 instead of cudaMemGetInfo (vllm/utils/mem_utils.py, is_integrated_gpu; a capability list with
+                 (12, 1) before), so its non-torch increase from the worker's init snapshot to the end of
+                 profile_run also holds what the host took meanwhile (the worker's heap: Triton compiles,
+                 loader buffers; torch.compile when not eager). Measured on H100 by memory/uma_probe.py:
+                 eager 0.34-0.36 GiB in five untraced launches of the Nano stand-ins, bf16 and NVFP4; compiled
+                 0.69 GiB in one (results/gpu/20261206-h100-nano-nvfp4.md).
 Beyond the reservation, on the node (unified-memory nodes only: there the reservation and the OS share
 one pool; on a discrete GPU these land in host RAM, which the plan does not budget):
   - os:          the OS and desktop of a DGX Spark before vLLM starts (seed 002 "Memory Comparison":
@@ -56,6 +63,20 @@ RAY_DAEMONS_BYTES = 367_923_200  # memory/measure_ray.py, Ray 2.60.0 head (rayle
 # vLLM 0.25's "GiB for non-torch memory" on an H200, six launches of the Nano stand-in: 0.23, 0.22 x 5
 # (results/gpu/20261205-h200-memory-planner.json).
 NON_TORCH_BYTES: int | None = int(0.22 * GIB)
+# What the host takes between vLLM's init snapshot and the end of profile_run, counted as non-torch memory
+# on a unified-memory GPU: (MemTotal - MemAvailable) after - before, memory/uma_probe.py, vLLM 0.25 on an
+# H100: 0.36, 0.36, 0.36, 0.34 GiB (NVFP4 Nano, eager, util 0.25/0.24/0.2/0.9) and 0.34 (bf16 Nano), mean 0.35
+# (results/gpu/20261206-h100-nano-nvfp4.md; traced launches excluded: the allocator trace itself takes host).
+# Compiled (no --enforce-eager), torch.compile's Inductor and Triton compiles run inside that window: 0.69 GiB
+# in the one compiled launch (NVFP4 Nano, util 0.3, same file).
+UMA_HOST_BYTES = int(0.35 * GIB)
+UMA_HOST_COMPILED_BYTES = int(0.69 * GIB)
+# ModelOpt NVFP4 served by Marlin, as loaded over the checkpoint: vLLM 0.25 logged "Model loading took
+# 18.23 GiB" in all six launches of the full-depth Nano NVFP4 stand-in (18.01 GiB of safetensors) on an H100
+# (results/gpu/20261206-h100-nano-nvfp4.md), where the bf16 stand-ins load within 0.4 % of their bytes.
+# Reading 0.25's Marlin repack (marlin_utils_fp4.py) finds no padding at Nano's widths: the mechanism is
+# not yet found, so this is the measured ratio, applied only to NVFP4 on Marlin.
+NVFP4_MARLIN_LOADED_RATIO = 18.23 / 18.01
 # The CUDA context a process holds on the device before vLLM starts counting (outside the reservation):
 # memory/measure_cuda.py on an H200, torch 2.11.0+cu130, driver 580 (results/gpu/20261205-h200-memory-planner.md).
 CUDA_CONTEXT_BYTES = 552_402_944
@@ -138,6 +159,13 @@ def mtp_share(shape: ModelShape) -> float:
     embeddings = 2 * shape.vocab_size * shape.hidden_size
     total = body + mtp + embeddings
     return mtp / total if total else 0.0
+
+
+def marlin_nvfp4_loaded(weights_term: Term) -> Term:
+    """The weights term of an NVFP4 checkpoint on the Marlin kernels, as vLLM 0.25 loaded one."""
+    return Term(weights_term.name, ceil(weights_term.bytes * NVFP4_MARLIN_LOADED_RATIO),
+                f"{weights_term.formula} x {NVFP4_MARLIN_LOADED_RATIO:.4f} (NVFP4 on Marlin, as loaded)",
+                "results/gpu/20261206-h100-nano-nvfp4.md (vLLM 0.25, H100)")
 
 
 def weights(shape: ModelShape, checkpoint_bytes: int, world: int, drafts_with_mtp: bool) -> Term:
@@ -305,6 +333,15 @@ def non_torch() -> Term:
         return Term("non-torch (cuBLAS workspaces)", 0, "not yet measured: counted as 0", "none")
     return Term("non-torch (cuBLAS workspaces)", NON_TORCH_BYTES, "vLLM's logged non-torch memory per rank",
                 "results/gpu/20261205-h200-memory-planner.md (vLLM 0.25, H200)")
+
+
+def uma_host(compiled: bool) -> Term:
+    return Term("host growth counted as non-torch (unified memory)",
+                UMA_HOST_COMPILED_BYTES if compiled else UMA_HOST_BYTES,
+                "(MemTotal - MemAvailable) from vLLM's init snapshot to the end of profile_run, "
+                + ("compiled (torch.compile runs in it)" if compiled else "eager")
+                + ": vLLM reads MemAvailable on an integrated GPU",
+                "memory/uma_probe.py on H100, results/gpu/20261206-h100-nano-nvfp4.md")
 
 
 def node_terms(ray: bool, transient: int) -> list[Term]:
