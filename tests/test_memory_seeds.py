@@ -252,3 +252,26 @@ def test_a_discrete_calibration_on_a_unified_node_adds_the_host_term_once(tmp_pa
     host = [term for term in from_discrete.terms if term.name.startswith("host growth")]
     assert not [term for term in on_spark.terms if term.name.startswith("host growth")]
     assert len(host) == 1 and abs(on_spark.kv_budget_bytes - from_discrete.kv_budget_bytes - host[0].bytes) < 2**20
+
+
+def test_vllm_refuses_a_budget_without_the_blocks_of_one_request_from_019_on():
+    """Ultra attempt 3: the raw bytes of one 262144-token request fit the 0.73 GiB budget, its blocks do
+    not (72 made, 78 needed): vLLM 0.19+ refuses at start-up (0.22.1 is the seed's), 0.18.1 did not check."""
+    from servegate.memory.judge import judge
+    from servegate.memory.terms import refuses_below_one_request
+
+    assert refuses_below_one_request("0.19.0") and refuses_below_one_request("0.22.1")
+    assert refuses_below_one_request(None) and not refuses_below_one_request("0.18.1")
+    case = next(c for c in CASES["ultra"]["cases"] if c["name"].startswith("attempt 3"))
+    plan = seeds.plan_case(CASES["ultra"]["recipe"], case)
+    assert plan.kv_need_one_bytes < plan.kv_budget_bytes
+    assert plan.capacity.num_blocks < plan.capacity.blocks_per_request
+    fail = [fd.message for fd in plan.findings if fd.level == "fail"]
+    assert any("blocks" in m and f"needs {plan.capacity.blocks_per_request}" in m for m in fail), fail
+
+    from servegate.memory.plan_types import PlanContext
+
+    old = PlanContext(argv=[], env={}, platform="gpu", node_names=["gx10-1"], node_total_bytes=plan.node_total_bytes,
+                      node_total_source="test", vllm_version="0.18.1")  # the same plan as vLLM 0.18.1 judges it
+    assert not [fd for fd in judge(plan, old) if "blocks" in fd.message and fd.level == "fail"]
+    assert [fd for fd in judge(plan, old) if "paged allocator holds 0.92" in fd.message and fd.level == "warn"]

@@ -6,6 +6,7 @@ margin is thin), ok.
 
 from __future__ import annotations
 
+from servegate.memory import terms as t
 from servegate.memory.plan_types import MemoryPlan, PlanContext
 from servegate.memory.units import Finding, gib
 
@@ -31,6 +32,17 @@ def judge(plan: MemoryPlan, ctx: PlanContext) -> list[Finding]:
                 f"{where}: KV budget {gib(plan.kv_budget_bytes)} per rank cannot hold one "
                 f"sequence of {plan.max_model_len} tokens ({gib(plan.kv_need_one_bytes)})",
                 "lower --max-model-len, use --kv-cache-dtype fp8, or raise the budget",
+            )
+        )
+    elif plan.capacity.num_blocks < plan.capacity.blocks_per_request and t.refuses_below_one_request(
+            ctx.vllm_version):
+        out.append(
+            Finding(
+                "fail",
+                f"{where}: KV budget {gib(plan.kv_budget_bytes)} per rank makes {plan.capacity.num_blocks} "
+                f"blocks; one request of {plan.max_model_len} tokens needs {plan.capacity.blocks_per_request} "
+                "(vLLM's start-up check counts whole blocks in every KV cache group)",
+                "lower --max-model-len, or raise the budget: Mamba page padding and block rounding eat it",
             )
         )
     elif plan.capacity.max_concurrency < 1:

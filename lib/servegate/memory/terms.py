@@ -376,6 +376,16 @@ def prefix_caching_default(hybrid: bool, vllm_version: str | None) -> bool:
     return not (hybrid and version is not None and version < (0, 26))
 
 
+def refuses_below_one_request(vllm_version: str | None) -> bool:
+    """vLLM 0.19 on refuses to start when the KV budget cannot hold one max_model_len request in its own
+    blocks: kv_cache_utils._max_memory_usage_bytes_from_groups sums, over every KV cache group, the pages
+    one request needs, times the group size and the page (0.19.0, 0.20.0, 0.21.0, 0.22.1, 0.25.0 sdists).
+    0.18.1 counts only the first group's pages (a Mamba group on a NemotronH, whose first layer is Mamba),
+    so it starts with fewer blocks than one request needs. Unknown versions: the current rule."""
+    version = _version(vllm_version) if vllm_version else None
+    return version is None or version >= (0, 19)
+
+
 def reports_groups(vllm_version: str | None) -> bool:
     """vLLM before 0.21 logs 'KV cache size' as num_blocks // groups x block_size (kv_cache_utils.py
     _report_kv_cache_config, 0.18.1-0.20.0); from 0.21 on as max_concurrency x max_model_len."""
