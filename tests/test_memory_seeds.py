@@ -123,6 +123,9 @@ def test_profile_from_a_run_reproduces_its_own_kv_and_moves_with_the_budget(tmp_
     ('{"calibration": {}, "measured": {}}', "missing"),
     ('{"calibration": {"budget_gib": "x", "max_num_batched_tokens": 1, "max_num_seqs": 1, '
      '"drafts_with_mtp": false, "ranks": 1}, "measured": {"kv_cache_gib": 1}}', "calibration.budget_gib"),
+    ('{"calibration": {"budget_gib": 20, "max_num_batched_tokens": 1, "max_num_seqs": 1, '
+     '"drafts_with_mtp": false, "ranks": 1, "unified": "yes"}, "measured": {"kv_cache_gib": 1}}',
+     "calibration.unified"),
 ])
 def test_bad_profile_is_a_located_error(tmp_path, text, named):
     path = tmp_path / "p.json"
